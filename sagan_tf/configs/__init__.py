@@ -1,0 +1,5 @@
+"""Experiment configuration: frozen dataclasses and presets."""
+
+from sagan_tf.configs.experiment import (DataConfig, ExperimentConfig, ModelConfig, OptimizerConfig,
+                                         RuntimeConfig, TrainConfig, apply_overrides)
+from sagan_tf.configs.presets import PRESETS, preset_for_dataset

@@ -1,0 +1,255 @@
+"""Frozen dataclasses that describe one experiment, and strict `key=value` overrides."""
+
+import dataclasses
+import json
+import typing
+
+SN_GRADIENT_MODES = ("autodiff", "official", "stop")
+LOSSES = ("hinge", "non_saturating")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "bfloat16", "float16")
+SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
+
+
+def _require(condition, message):
+  if not condition:
+    raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the generator and the discriminator.
+
+  Attributes:
+    image_size: output resolution in pixels; one of `SUPPORTED_IMAGE_SIZES`.
+    num_classes: number of classes; 0 gives an unconditional model.
+    g_width: generator base channel count (the paper's `gf_dim`, 64).
+    d_width: discriminator base channel count (`df_dim`, 64).
+    z_dim: length of the noise vector (128 in the paper).
+    sn_gradient: how gradients treat the spectral-norm power iteration:
+      "autodiff" (through u and v, plain autodiff of the official forward),
+      "official" (as the official TF1 graph computes them, see
+      `SpectralNormalization`), "stop" (u and v under stop_gradient, BigGAN).
+    sn_power_iterations: power iterations per call (1 in the paper).
+    sn_epsilon: added outside the square root in the l2 normalisation.
+    bn_epsilon: batch-norm epsilon (official 1e-5).
+    cbn_momentum: moving-average decay of the conditional batch norms.
+    g_bn_momentum: moving-average decay of the generator's last batch norm.
+    g_bn_bessel: the last batch norm's moving variance gets the unbiased
+      batch variance, as the fused TF1 kernel of the official code does.
+    sync_batch_norm: batch statistics over all replicas (TPU-style).
+    g_attention_resolution: feature-map size after which G attends; 0 takes
+      the preset's (32 at 128 pixels).
+    d_attention_resolution: likewise for D.
+  """
+  image_size: int = 128
+  num_classes: int = 1000
+  g_width: int = 64
+  d_width: int = 64
+  z_dim: int = 128
+  sn_gradient: str = "autodiff"
+  sn_power_iterations: int = 1
+  sn_epsilon: float = 1e-12
+  bn_epsilon: float = 1e-5
+  cbn_momentum: float = 0.999
+  g_bn_momentum: float = 0.9999
+  g_bn_bessel: bool = False
+  sync_batch_norm: bool = False
+  g_attention_resolution: int = 0
+  d_attention_resolution: int = 0
+
+  def __post_init__(self):
+    _require(self.image_size in SUPPORTED_IMAGE_SIZES,
+             f"model.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
+    _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
+    for name in ("g_width", "d_width", "z_dim", "sn_power_iterations"):
+      _require(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+    _require(self.sn_gradient in SN_GRADIENT_MODES,
+             f"model.sn_gradient must be one of {SN_GRADIENT_MODES}, got {self.sn_gradient!r}")
+    for name in ("cbn_momentum", "g_bn_momentum"):
+      _require(0.0 <= getattr(self, name) < 1.0,
+               f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+    _require(self.bn_epsilon > 0, f"model.bn_epsilon must be positive, got {self.bn_epsilon}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the real images come from.
+
+  Attributes:
+    dataset: "animal_mnist" (embedded), a TFDS name such as "imagenet2012" or
+      "cifar10", or "folder:/path/to/class_folders".
+    data_dir: TFDS data directory (None: TFDS' default).
+    split: split of the data set to train on.
+    random_flip: random horizontal flips (the official code uses none).
+    shuffle_buffer: examples in the shuffle buffer.
+  """
+  dataset: str = "animal_mnist"
+  data_dir: typing.Optional[str] = None
+  split: str = "train"
+  random_flip: bool = False
+  shuffle_buffer: int = 10000
+
+  def __post_init__(self):
+    _require(bool(self.dataset), "data.dataset must not be empty")
+    _require(self.shuffle_buffer > 0, f"data.shuffle_buffer must be positive, got {self.shuffle_buffer}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Adam with the two time-scale learning rates of the paper (Sec. 4)."""
+  g_learning_rate: float = 1e-4
+  d_learning_rate: float = 4e-4
+  beta_1: float = 0.0
+  beta_2: float = 0.999
+  epsilon: float = 1e-8
+
+  def __post_init__(self):
+    for name in ("g_learning_rate", "d_learning_rate", "epsilon"):
+      _require(getattr(self, name) > 0, f"optimizer.{name} must be positive, got {getattr(self, name)}")
+    for name in ("beta_1", "beta_2"):
+      _require(0.0 <= getattr(self, name) < 1.0,
+               f"optimizer.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The training loop.
+
+  Attributes:
+    batch_size: global batch, split evenly over replicas.
+    train_steps: generator updates in the whole run.
+    d_steps: discriminator updates per generator update.
+    g_first: run the generator update before the discriminator updates, as
+      the official code does.
+    loss: "hinge" (paper Eq. 3) or "non_saturating".
+    ema_decay: decay of the generator weight average; 0 turns it off.
+    ema_start_step: step from which the average is kept (copied before).
+    steps_per_loop: training iterations per call of the compiled loop.
+    checkpoint_every: steps between checkpoints.
+    sample_every: steps between sample grids.
+    summary_every: steps between TensorBoard summaries.
+    keep_checkpoints: checkpoints kept on disk.
+  """
+  batch_size: int = 256
+  train_steps: int = 1_000_000
+  d_steps: int = 1
+  g_first: bool = False
+  loss: str = "hinge"
+  ema_decay: float = 0.0
+  ema_start_step: int = 0
+  steps_per_loop: int = 100
+  checkpoint_every: int = 1000
+  sample_every: int = 1000
+  summary_every: int = 100
+  keep_checkpoints: int = 3
+
+  def __post_init__(self):
+    for name in ("batch_size", "train_steps", "d_steps", "steps_per_loop", "checkpoint_every",
+                 "sample_every", "summary_every", "keep_checkpoints"):
+      _require(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
+    _require(self.loss in LOSSES, f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+    _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+    _require(self.ema_start_step >= 0, f"train.ema_start_step must be >= 0, got {self.ema_start_step}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """Devices, precision and determinism."""
+  strategy: str = "auto"
+  tpu: str = ""
+  mixed_precision: str = "float32"
+  jit_compile: bool = False
+  seed: int = 0
+  deterministic: bool = False
+
+  def __post_init__(self):
+    _require(self.strategy in STRATEGIES,
+             f"runtime.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    _require(self.mixed_precision in PRECISIONS,
+             f"runtime.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one training run needs; written to model_dir before step 0."""
+  model: ModelConfig = ModelConfig()
+  data: DataConfig = DataConfig()
+  optimizer: OptimizerConfig = OptimizerConfig()
+  train: TrainConfig = TrainConfig()
+  runtime: RuntimeConfig = RuntimeConfig()
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  def to_json(self):
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values):
+    """Rebuilds a config from `to_dict` output; unknown keys are errors."""
+    sections = {}
+    for field in dataclasses.fields(cls):
+      section_values = dict(values.get(field.name, {}))
+      section_cls = field.type if isinstance(field.type, type) else type(field.default)
+      known = {f.name for f in dataclasses.fields(section_cls)}
+      unknown = sorted(set(section_values) - known)
+      if unknown:
+        raise ValueError(f"unknown config keys in section {field.name!r}: {unknown}")
+      sections[field.name] = section_cls(**section_values)
+    unknown_sections = sorted(set(values) - set(sections))
+    if unknown_sections:
+      raise ValueError(f"unknown config sections: {unknown_sections}")
+    return cls(**sections)
+
+
+def _parse_value(text, current, key):
+  """Parses `text` as the type of the field's current value (never `eval`)."""
+  if isinstance(current, bool):
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+      return True
+    if lowered in ("0", "false", "no", "off"):
+      return False
+    raise ValueError(f"override {key}={text!r}: expected a boolean (true/false)")
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError:
+      raise ValueError(f"override {key}={text!r}: expected an integer") from None
+  if isinstance(current, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise ValueError(f"override {key}={text!r}: expected a number") from None
+  if current is None and text.lower() in ("none", ""):
+    return None
+  return text
+
+
+def apply_overrides(config, overrides):
+  """Returns `config` with `section.key=value` strings applied.
+
+  Raises:
+    ValueError: on a malformed string, an unknown section or key, a value of
+      the wrong type, or a value the section's checks refuse.
+  """
+  for item in overrides:
+    if "=" not in item:
+      raise ValueError(f"override {item!r} is not of the form section.key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if "." not in key:
+      raise ValueError(f"override key {key!r} must name a section, e.g. model.{key}")
+    section_name, field_name = key.split(".", 1)
+    if not hasattr(config, section_name) or section_name.startswith("_") or not dataclasses.is_dataclass(
+        getattr(config, section_name)):
+      sections = [f.name for f in dataclasses.fields(config)]
+      raise ValueError(f"override {key!r}: unknown section {section_name!r}; sections are {sections}")
+    section = getattr(config, section_name)
+    names = [f.name for f in dataclasses.fields(section)]
+    if field_name not in names:
+      raise ValueError(f"override {key!r}: unknown key {field_name!r}; {section_name} has {names}")
+    value = _parse_value(text, getattr(section, field_name), key)
+    config = dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{field_name: value})})
+  return config

@@ -1,0 +1,84 @@
+"""Named experiment presets, chosen by data set; flags and overrides refine them."""
+
+import dataclasses
+
+from sagan_tf.configs import experiment
+
+
+def _preset(model, data, train, optimizer=experiment.OptimizerConfig()):
+  return experiment.ExperimentConfig(model=model, data=data, optimizer=optimizer, train=train)
+
+
+def imagenet2012():
+  """The paper's ImageNet 128x128 run: width 64, batch 256, 1M steps (Sec. 5)."""
+  return _preset(
+      experiment.ModelConfig(image_size=128, num_classes=1000, g_width=64, d_width=64),
+      experiment.DataConfig(dataset="imagenet2012", shuffle_buffer=100_000),
+      experiment.TrainConfig(batch_size=256, train_steps=1_000_000, checkpoint_every=5000,
+                             sample_every=5000, summary_every=200, steps_per_loop=100))
+
+
+def official():
+  """The official TF1 code's exact semantics (see `official-sagan.md`).
+
+  Differs from `imagenet2012` in what reproduces the official graph rather
+  than what trains better: G update before D update, spectral-norm gradients
+  as the TF1 ref variables compute them, and the Bessel-corrected moving
+  variance in G's last batch norm.
+  """
+  config = imagenet2012()
+  return dataclasses.replace(
+      config,
+      model=dataclasses.replace(config.model, sn_gradient="official", g_bn_bessel=True),
+      train=dataclasses.replace(config.train, g_first=True))
+
+
+def cifar10():
+  """32x32 CIFAR-10, conditional, in the batch-64 regime of the peers."""
+  return _preset(
+      experiment.ModelConfig(image_size=32, num_classes=10, g_width=64, d_width=64),
+      experiment.DataConfig(dataset="cifar10"),
+      experiment.TrainConfig(batch_size=64, train_steps=100_000, checkpoint_every=2000,
+                             sample_every=2000, summary_every=100, steps_per_loop=50))
+
+
+def animal_mnist():
+  """The embedded default: 10 animal classes at 32x32, small enough for a CPU.
+
+  The default run takes about ten minutes on two CPU cores.
+  """
+  return _preset(
+      experiment.ModelConfig(image_size=32, num_classes=10, g_width=16, d_width=16),
+      experiment.DataConfig(dataset="animal_mnist"),
+      experiment.TrainConfig(batch_size=64, train_steps=1500, checkpoint_every=250,
+                             sample_every=250, summary_every=50, steps_per_loop=25),
+      optimizer=experiment.OptimizerConfig(g_learning_rate=2e-4, d_learning_rate=4e-4))
+
+
+def celeb_a():
+  """64x64 CelebA faces, unconditional, with 5 D steps (brain-research#15)."""
+  return _preset(
+      experiment.ModelConfig(image_size=64, num_classes=0, g_width=64, d_width=64),
+      experiment.DataConfig(dataset="celeb_a"),
+      experiment.TrainConfig(batch_size=64, train_steps=100_000, d_steps=5))
+
+
+PRESETS = {
+    "animal_mnist": animal_mnist,
+    "imagenet2012": imagenet2012,
+    "official": official,
+    "cifar10": cifar10,
+    "celeb_a": celeb_a,
+}
+
+
+def preset_for_dataset(dataset):
+  """The preset for a data set name; unknown names get a generic 64x64 one."""
+  base = dataset.split(":", 1)[0].split("/", 1)[0]
+  if base in PRESETS:
+    return PRESETS[base]()
+  generic = _preset(
+      experiment.ModelConfig(image_size=64, num_classes=1000, g_width=32, d_width=32),
+      experiment.DataConfig(dataset=dataset),
+      experiment.TrainConfig(batch_size=64, train_steps=100_000))
+  return generic
