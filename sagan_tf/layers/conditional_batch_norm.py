@@ -1,0 +1,130 @@
+"""Class-conditional batch normalisation: per-class gamma and beta gathered by integer label."""
+
+import keras
+from keras import ops
+import tensorflow as tf
+
+
+def _cross_replica_moments(x, axes):
+  """Mean and biased variance over `axes` and over every replica in sync.
+
+  Uses tf.distribute directly: Keras has no backend-neutral all-reduce. Sums
+  of x and x^2 with the element count make unequal replica batches exact.
+  """
+  context = tf.distribute.get_replica_context()
+  count = ops.cast(ops.prod(ops.take(ops.shape(x), axes)), "float32")
+  total = ops.sum(x, axis=axes)
+  total_sq = ops.sum(ops.square(x), axis=axes)
+  if context is not None and context.num_replicas_in_sync > 1:
+    total, total_sq, count = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, [total, total_sq, count])
+  mean = total / count
+  variance = ops.maximum(total_sq / count - ops.square(mean), 0.0)
+  return mean, variance, count
+
+
+@keras.saving.register_keras_serializable(package="sagan_tf")
+class ConditionalBatchNormalization(keras.layers.Layer):
+  """Batch norm whose scale and offset are rows of per-class tables.
+
+  y = (x - mean) / sqrt(var + eps) * gamma[label] + beta[label]. Tables start
+  at gamma = 1, beta = 0 (official `ops.ConditionalBatchNorm`: no linear map
+  from a one-hot, no embedding). Training normalises with the batch's
+  statistics (biased variance, over batch, height and width) and moves the
+  moving statistics: m <- momentum * m + (1 - momentum) * batch, without
+  debiasing; inference uses the moving statistics. With `num_classes=0` the
+  layer is a plain batch norm with gamma and beta of shape [C].
+
+  Args:
+    num_classes: rows of the gamma/beta tables; 0 for unconditional.
+    momentum: moving-average decay (official: 0.999 for CBN, 0.9999 for the
+      generator's last batch norm).
+    epsilon: added to the variance (official 1e-5).
+    synchronized: compute batch statistics over all replicas (cross-replica
+      batch norm, as on TPU); off, each replica uses its own batch.
+    bessel_moving_variance: feed the moving variance the unbiased batch
+      variance, as TF1's fused kernel does (official `g_bn`).
+
+  Call arguments:
+    inputs: (batch, height, width, channels) features.
+    labels: int (batch,) class labels; ignored when num_classes is 0.
+    training: batch statistics and moving-statistic updates when True.
+
+  Returns:
+    Normalised features, same shape and compute dtype as `inputs`.
+
+  Reference:
+    de Vries et al. 2017; Miyato & Koyama 2018; SAGAN Sec. 5.
+  """
+
+  def __init__(self, num_classes=0, momentum=0.999, epsilon=1e-5, synchronized=False,
+               bessel_moving_variance=False, **kwargs):
+    # Statistics stay float32 under mixed precision.
+    super().__init__(autocast=False, **kwargs)
+    if int(num_classes) < 0:
+      raise ValueError(f"`num_classes` must be >= 0, received num_classes={num_classes}")
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"`momentum` must be in [0, 1), received momentum={momentum}")
+    if epsilon <= 0:
+      raise ValueError(f"`epsilon` must be positive, received epsilon={epsilon}")
+    self.num_classes = int(num_classes)
+    self.momentum = float(momentum)
+    self.epsilon = float(epsilon)
+    self.synchronized = bool(synchronized)
+    self.bessel_moving_variance = bool(bessel_moving_variance)
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    table_shape = (self.num_classes, channels) if self.num_classes else (channels,)
+    self.gamma = self.add_weight(name="gamma", shape=table_shape, initializer="ones", dtype="float32")
+    self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32")
+    self.moving_mean = self.add_weight(
+        name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
+        dtype="float32", aggregation="mean")
+    self.moving_variance = self.add_weight(
+        name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
+        dtype="float32", aggregation="mean")
+
+  def call(self, inputs, labels=None, training=False):
+    x = ops.cast(inputs, "float32")
+    if training:
+      if self.synchronized:
+        mean, variance, count = _cross_replica_moments(x, [0, 1, 2])
+      else:
+        mean, variance = ops.moments(x, axes=[0, 1, 2])
+        count = ops.cast(ops.prod(ops.shape(x)[:3]), "float32")
+      moving_variance_target = variance
+      if self.bessel_moving_variance:
+        moving_variance_target = variance * count / ops.maximum(count - 1.0, 1.0)
+      decay = self.momentum
+      self.moving_mean.assign(self.moving_mean * decay + ops.stop_gradient(mean) * (1.0 - decay))
+      self.moving_variance.assign(
+          self.moving_variance * decay + ops.stop_gradient(moving_variance_target) * (1.0 - decay))
+    else:
+      mean, variance = self.moving_mean, self.moving_variance
+    if self.num_classes:
+      if labels is None:
+        raise ValueError(f"{self.name}: a conditional batch norm needs `labels`")
+      labels = ops.cast(labels, "int32")
+      gamma = ops.take(self.gamma, labels, axis=0)[:, None, None, :]
+      beta = ops.take(self.beta, labels, axis=0)[:, None, None, :]
+    else:
+      gamma, beta = self.gamma, self.beta
+    # tf.nn.batch_normalization's arithmetic, as the official graph.
+    inv = ops.rsqrt(variance + self.epsilon) * gamma
+    outputs = x * inv + (beta - mean * inv)
+    return ops.cast(outputs, self.compute_dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_classes": self.num_classes,
+        "momentum": self.momentum,
+        "epsilon": self.epsilon,
+        "synchronized": self.synchronized,
+        "bessel_moving_variance": self.bessel_moving_variance,
+    })
+    return config
