@@ -1,0 +1,1 @@
+"""Training: the distributed step, the loop, checkpoints, summaries and the run directory."""
