@@ -1,0 +1,1 @@
+"""Tests for sagan_tf.metrics."""
