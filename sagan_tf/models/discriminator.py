@@ -58,6 +58,9 @@ class Discriminator(keras.Model):
       name = "d_optimized_block1" if index == 0 else f"d_block{index + 1}"
       self.blocks.append(DiscriminatorBlock(filters, in_channels, downsample=down, optimized=index == 0,
                                             sn_options=self.sn_options, name=name, dtype=policy))
+      # Keras 3 leaves list-held layers out of tf.train.Checkpoint's object graph;
+      # an attribute per block saves its weights, BN statistics and u.
+      setattr(self, self.blocks[-1].name, self.blocks[-1])
       in_channels = filters
       resolution = resolution // 2 if down else resolution
       if resolution == self.attention_resolution and self.attention is None:

@@ -62,6 +62,9 @@ class Generator(keras.Model):
     for index, filters in enumerate(channels[1:]):
       self.blocks.append(GeneratorBlock(filters, self.num_classes, self.sn_options, self.cbn_options,
                                         name=f"g_block{index + 1}", dtype=policy))
+      # Keras 3 leaves list-held layers out of tf.train.Checkpoint's object graph;
+      # an attribute per block saves its weights, BN statistics and u.
+      setattr(self, self.blocks[-1].name, self.blocks[-1])
       resolution *= 2
       if resolution == self.attention_resolution:
         self._attention_after = index
