@@ -12,6 +12,7 @@ field of sagan_tf.configs.ExperimentConfig. `--helpfull` lists all flags.
 import json
 import os
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -54,6 +55,15 @@ flags.DEFINE_bool("export", True, "Export the generator as a SavedModel at the e
 def _fail(message):
   print(f"train.py: error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def _parse_flags(argv):
+  # absl would exit 1 with its own two-line message; bad flag values are
+  # usage errors like any other, in the one format above.
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    _fail(str(error))
 
 
 def resolve_config(argv_flags):
@@ -112,10 +122,9 @@ def main(argv):
       trainer_lib.check_resumable(config, model_dir)
     try:
       os.makedirs(model_dir, exist_ok=True)
-      probe = os.path.join(model_dir, ".write_test")
-      with open(probe, "w") as f:
-        f.write("")
-      os.remove(probe)
+      # A unique name: every worker of a multi-worker run probes the same directory.
+      with tempfile.TemporaryFile(dir=model_dir):
+        pass
     except OSError as error:
       raise ValueError(f"--model_dir={model_dir} is not writable: {error.strerror}") from None
     print(f"config:\n{config.to_json()}", flush=True)
@@ -134,7 +143,9 @@ def main(argv):
                       "class_names": list(info.class_names)[:config.model.num_classes]},
         log=lambda line: print(line, flush=True))
     result = trainer.train()
-    if FLAGS.export and not result.get("stopped_by_signal"):
+    # Only the chief exports: the generator's variables are mirrored, every
+    # worker holds the same values, and the others must not write model_dir.
+    if FLAGS.export and trainer.is_chief and not result.get("stopped_by_signal"):
       from sagan_tf import export  # pylint: disable=g-import-not-at-top
       path = os.path.join(model_dir, "saved_model")
       export.export_generator(trainer.sample_generator, path, step=int(trainer.step.numpy()),
@@ -145,4 +156,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

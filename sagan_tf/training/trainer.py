@@ -1,5 +1,6 @@
 """The host side of training: set-up, resume, the loop over compiled chunks, checkpoints, samples."""
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -114,9 +115,20 @@ class Trainer:
     self.checkpoint = run_dir.make_checkpoint(
         self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
         self.ema_generator, self.step, self.rng)
+    # Every worker of a multi-worker run executes this code on the same
+    # model_dir, but only the chief may write there: the others still save
+    # (saving may need every worker, see TF's distributed_file_utils), into a
+    # scratch directory that `train` deletes.
+    self.is_chief = self.strategy.extended.should_checkpoint
+    self.write_dir = model_dir if self.is_chief else os.path.join(
+        model_dir, f"workertemp_{self.strategy.cluster_resolver.task_id}")
+    # Every worker restores from the chief's checkpoints.
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(model_dir, run_dir.CHECKPOINT_DIR),
         max_to_keep=config.train.keep_checkpoints, step_counter=self.step)
+    self._save_manager = self.manager if self.is_chief else tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(self.write_dir, run_dir.CHECKPOINT_DIR), max_to_keep=1,
+        step_counter=self.step)
     self.dataset_info = dict(dataset_info or {})
     self._make_dataset = make_dataset
     self._sample_inputs = samples.class_grid_inputs(
@@ -154,7 +166,7 @@ class Trainer:
                              else None)
     grid = samples.image_grid(samples.to_uint8(images.numpy()), columns)
     step = int(self.step.numpy())
-    path = os.path.join(self.model_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
+    path = os.path.join(self.write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
     samples.write_png(path, grid)
     tf.summary.image("samples", grid[None], step=step)
     return path
@@ -174,7 +186,7 @@ class Trainer:
           tf.summary.scalar(f"attention_gamma/{path}", variable, step=step)
 
   def _save(self, reason=""):
-    path = self.manager.save(checkpoint_number=self.step)
+    path = self._save_manager.save(checkpoint_number=self.step)
     self.log(f"saved checkpoint {path}{reason}")
     return path
 
@@ -185,12 +197,19 @@ class Trainer:
       TrainingError: on a NaN or Inf loss or weight. The checkpoints on disk
         are left as they were: a poisoned state is never saved.
     """
+    try:
+      return self._train()
+    finally:
+      if not self.is_chief and tf.io.gfile.exists(self.write_dir):
+        tf.io.gfile.rmtree(self.write_dir)
+
+  def _train(self):
     config = self.config
-    tf.io.gfile.makedirs(os.path.join(self.model_dir, run_dir.SAMPLE_DIR))
+    tf.io.gfile.makedirs(os.path.join(self.write_dir, run_dir.SAMPLE_DIR))
     start_step = self.restore()
-    run_dir.write_json(os.path.join(self.model_dir, run_dir.CONFIG_FILE), config.to_dict())
+    run_dir.write_json(os.path.join(self.write_dir, run_dir.CONFIG_FILE), config.to_dict())
     if self.dataset_info:
-      run_dir.write_json(os.path.join(self.model_dir, run_dir.DATASET_FILE), self.dataset_info)
+      run_dir.write_json(os.path.join(self.write_dir, run_dir.DATASET_FILE), self.dataset_info)
     total = config.train.train_steps
     if start_step >= total:
       self.log(f"step {start_step} already reaches train_steps={total}; nothing to train")
@@ -199,12 +218,13 @@ class Trainer:
         lambda context: self._make_dataset(context, context.get_per_replica_batch_size(
             config.train.batch_size)))
     iterator = iter(dataset)
-    writer = tf.summary.create_file_writer(os.path.join(self.model_dir, run_dir.SUMMARY_DIR))
+    writer = tf.summary.create_file_writer(os.path.join(self.write_dir, run_dir.SUMMARY_DIR))
     per_replica_batch = tf.constant(self.per_replica_batch, tf.int32)
     metrics, step = {}, start_step
     timer_step, timer = step, time.perf_counter()
     run_start = timer
-    with writer.as_default(), _StopRequest() as stop:
+    # Closed on the way out: events are on disk when `train` returns.
+    with contextlib.closing(writer), writer.as_default(), _StopRequest() as stop:
       if start_step == 0:
         self.write_samples()
       while step < total and stop.signal is None:
