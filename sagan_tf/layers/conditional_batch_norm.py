@@ -76,14 +76,18 @@ class ConditionalBatchNormalization(keras.layers.Layer):
   def build(self, input_shape):
     channels = input_shape[-1]
     table_shape = (self.num_classes, channels) if self.num_classes else (channels,)
-    self.gamma = self.add_weight(name="gamma", shape=table_shape, initializer="ones", dtype="float32")
-    self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32")
+    # autocast=False: the layer's own autocast=False only clears an enclosing
+    # autocast scope; a top-level mixed-precision call opens one regardless.
+    self.gamma = self.add_weight(name="gamma", shape=table_shape, initializer="ones", dtype="float32",
+                                 autocast=False)
+    self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32",
+                                autocast=False)
     self.moving_mean = self.add_weight(
         name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
-        dtype="float32", aggregation="mean")
+        dtype="float32", autocast=False, aggregation="mean")
     self.moving_variance = self.add_weight(
         name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
-        dtype="float32", aggregation="mean")
+        dtype="float32", autocast=False, aggregation="mean")
 
   def call(self, inputs, labels=None, training=False):
     x = ops.cast(inputs, "float32")

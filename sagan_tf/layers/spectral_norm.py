@@ -89,13 +89,15 @@ class SpectralNormalization(keras.layers.Layer):
       self.layer.build(input_shape)
     kernel = self.kernel
     c_out = kernel.shape[0] if self._is_embedding else kernel.shape[-1]
+    # autocast=False: the layer's autocast=False only clears an enclosing autocast
+    # scope; a top-level mixed-precision call would otherwise read u in bfloat16.
     self.u = self.add_weight(
         name="u", shape=(1, c_out), dtype="float32",
         initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
-        trainable=False, aggregation="only_first_replica")
+        trainable=False, autocast=False, aggregation="only_first_replica")
     self.sigma = self.add_weight(
         name="sigma", shape=(), dtype="float32", initializer="ones", trainable=False,
-        aggregation="only_first_replica")
+        autocast=False, aggregation="only_first_replica")
 
   @property
   def kernel(self):
