@@ -96,8 +96,9 @@ class Discriminator(keras.Model):
     return logits
 
   def get_config(self):
+    # The base config carries name, trainable and the dtype policy (mixed precision).
     return {
-        "name": self.name,
+        **super().get_config(),
         "image_size": self.image_size,
         "num_classes": self.num_classes,
         "width": self.width,
