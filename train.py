@@ -114,9 +114,13 @@ def main(argv):
     if not any(item.startswith("model.num_classes=") for item in overrides):
       config = dataclasses.replace(
           config, model=dataclasses.replace(config.model, num_classes=info.num_classes))
-    if config.model.num_classes > info.num_classes:
+    # Fewer classes than the data has is refused too: the labels are not
+    # filtered, and a smaller class table fails mid-training on the first
+    # label past it (silently wrong on GPUs).
+    if config.model.num_classes not in (0, info.num_classes):
+      allowed = f"{info.num_classes} or 0 (unconditional)" if info.num_classes else "0"
       raise ValueError(f"model.num_classes={config.model.num_classes} but {info.name} has "
-                       f"{info.num_classes} classes")
+                       f"{info.num_classes} classes; set model.num_classes={allowed}")
     model_dir = FLAGS.model_dir
     if os.path.exists(os.path.join(model_dir, "config.json")):
       trainer_lib.check_resumable(config, model_dir)
