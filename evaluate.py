@@ -1,4 +1,4 @@
-"""Evaluates a trained generator: FID, Inception Score, KID, precision/recall, class consistency, PNG sheets.
+"""Evaluates a generator: FID, Inception Score, KID, precision/recall, class consistency, sheets.
 
   python evaluate.py --checkpoint=runs/default                  # newest checkpoint, 50,000 samples
   python evaluate.py --checkpoint=runs/default --checkpoint_step=20000 --metrics=fid,cls

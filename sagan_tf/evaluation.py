@@ -1,4 +1,4 @@
-"""Evaluation of a trained generator: sampling, Inception features, metrics, result tables and PNG sheets."""
+"""Evaluating a trained generator: sampling, Inception features, metrics, tables and PNG sheets."""
 
 import dataclasses
 import hashlib
@@ -439,8 +439,8 @@ def real_statistics(dataset, *, image_size, num_samples, batch_size, inception, 
   """Inception statistics of real images, cached per data set, split, size, count and network.
 
   The cache lives in `<cache_root()>/stats/`: `<key>.npz` (mu, sigma and a
-  description) and, once KID or precision/recall needed them,
-  `<key>_features.npy` (float32 pool_3 features). The key does not see
+  description) and `<key>_features.npy` (the float32 pool_3 features, 8 KB
+  per image, which KID and precision/recall need). The key does not see
   changes to the files of a folder data set: delete the cache after editing one.
 
   Returns:
@@ -781,7 +781,8 @@ def run_evaluation(options, log=None):
       raise EvaluationError("this SavedModel has no `attention` signature; use --checkpoint for "
                             "attention maps")
   if "is" in metrics and options.is_splits > options.num_samples:
-    raise EvaluationError(f"--is_splits={options.is_splits} exceeds --num_samples={options.num_samples}")
+    raise EvaluationError(f"--is_splits={options.is_splits} exceeds "
+                          f"--num_samples={options.num_samples}")
   output_dir = options.output_dir or os.path.join(info["model_dir"], "eval", f"step_{info['step']}")
   os.makedirs(output_dir, exist_ok=True)
 

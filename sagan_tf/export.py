@@ -4,7 +4,6 @@ import json
 import math
 import os
 
-import numpy as np
 import tensorflow as tf
 
 METADATA_FILE = "sagan_metadata.json"

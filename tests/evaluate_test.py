@@ -234,7 +234,8 @@ def test_progress_reports_rate_and_eta():
   progress.update(4)
   progress.update(6)
   lines = stream.getvalue().splitlines()
-  assert lines[0].startswith("generating: 4/10 images,") and "images/s" in lines[0] and "ETA" in lines[0]
+  assert lines[0].startswith("generating: 4/10 images,")
+  assert "images/s" in lines[0] and "ETA" in lines[0]
   assert lines[-1].startswith("generating: 10/10 images") and lines[-1].endswith("ETA 0:00")
 
 

@@ -1,4 +1,4 @@
-"""Tests of the SavedModel export: serving outputs, validation, metadata and plain-TensorFlow clients."""
+"""Tests of the SavedModel export: serving outputs, validation, metadata, plain-TensorFlow clients."""
 
 import json
 import os
@@ -86,9 +86,11 @@ def test_out_of_range_label_fails_naming_the_range(loaded, bad_label):
 
 def test_wrong_z_width_or_batch_fails_clearly(loaded):
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 16\]"):
-    loaded.signatures["serving_default"](z=tf.zeros((2, Z_DIM - 3)), labels=tf.constant([0, 1], tf.int64))
+    loaded.signatures["serving_default"](z=tf.zeros((2, Z_DIM - 3)),
+                                         labels=tf.constant([0, 1], tf.int64))
   with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
-    loaded.signatures["serving_default"](z=tf.zeros((2, Z_DIM)), labels=tf.constant([0, 1, 2], tf.int64))
+    loaded.signatures["serving_default"](z=tf.zeros((2, Z_DIM)),
+                                         labels=tf.constant([0, 1, 2], tf.int64))
 
 
 def test_serving_changes_no_variable(exported, loaded):
@@ -116,9 +118,11 @@ def test_attention_signature_matches_keras(exported, loaded):
 
 
 def test_sample_signature_is_seeded_and_truncated(loaded):
-  first = loaded.signatures["sample"](seed=tf.constant(5, tf.int64), batch_size=tf.constant(64, tf.int64))
-  again = loaded.signatures["sample"](seed=tf.constant(5, tf.int64), batch_size=tf.constant(64, tf.int64))
-  other = loaded.signatures["sample"](seed=tf.constant(6, tf.int64), batch_size=tf.constant(64, tf.int64))
+  def sample(seed):
+    return loaded.signatures["sample"](seed=tf.constant(seed, tf.int64),
+                                       batch_size=tf.constant(64, tf.int64))
+
+  first, again, other = sample(5), sample(5), sample(6)
   np.testing.assert_array_equal(first["images"].numpy(), again["images"].numpy())
   assert not np.array_equal(first["z"].numpy(), other["z"].numpy())
   assert first["images"].shape == (64, 32, 32, 3)
@@ -160,7 +164,8 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 model = tf.saved_model.load({export_dir!r})
-out = model.signatures["serving_default"](z=tf.zeros((2, {Z_DIM})), labels=tf.constant([0, 2], tf.int64))
+labels = tf.constant([0, 2], tf.int64)
+out = model.signatures["serving_default"](z=tf.zeros((2, {Z_DIM})), labels=labels)
 assert out["images"].shape == (2, 32, 32, 3), out["images"].shape
 assert json.loads(model.metadata_json.numpy())["z_dim"] == {Z_DIM}
 assert "sagan_tf" not in sys.modules
@@ -176,8 +181,9 @@ def test_saved_model_cli_run(exported, tmp_path):
   export_dir = exported[1]
   # saved_model_cli evaluates --input_exprs with ast.literal_eval: literals only, no np.* calls.
   z = str([[0.25] * Z_DIM, [-0.5] * Z_DIM])
-  command = [os.path.join(VENV_BIN, "saved_model_cli"), "run", "--dir", export_dir, "--tag_set", "serve",
-             "--signature_def", "serving_default", "--input_exprs", f"z={z};labels=[0, 1]",
+  command = [os.path.join(VENV_BIN, "saved_model_cli"), "run", "--dir", export_dir,
+             "--tag_set", "serve", "--signature_def", "serving_default",
+             "--input_exprs", f"z={z};labels=[0, 1]",
              "--outdir", str(tmp_path / "out")]
   result = subprocess.run(command, cwd=tmp_path, env=_clean_env(), capture_output=True, text=True,
                           timeout=120, check=False)
@@ -185,7 +191,8 @@ def test_saved_model_cli_run(exported, tmp_path):
   images = np.load(tmp_path / "out" / "images.npy")
   assert images.shape == (2, 32, 32, 3) and images.dtype == np.float32
   assert np.all(np.abs(images) <= 1.0)
-  expected = exported[0](np.array(eval(z), np.float32), np.array([0, 1], np.int32), training=False)  # pylint: disable=eval-used
+  z_array = np.array([[0.25] * Z_DIM, [-0.5] * Z_DIM], np.float32)
+  expected = exported[0](z_array, np.array([0, 1], np.int32), training=False)
   np.testing.assert_allclose(images, expected.numpy(), atol=1e-5)
 
 
@@ -199,8 +206,8 @@ def test_unconditional_export_ignores_labels(tmp_path):
   z, _ = _inputs()
   expected = generator(z, None, training=False).numpy()
   np.testing.assert_allclose(restored(z).numpy(), expected, atol=1e-5)
-  ignored = restored.module.signatures["serving_default"](z=tf.constant(z), labels=tf.constant([7, -1, 0, 99],
-                                                                                              tf.int64))
+  ignored = restored.module.signatures["serving_default"](
+      z=tf.constant(z), labels=tf.constant([7, -1, 0, 99], tf.int64))
   np.testing.assert_allclose(ignored["images"].numpy(), expected, atol=1e-5)
 
 
