@@ -104,21 +104,28 @@ class SpectralNormalization(keras.layers.Layer):
     """The wrapped layer's raw (unnormalised) kernel variable."""
     return self.layer.embeddings if self._is_embedding else self.layer.kernel
 
-  def _as_matrix(self, kernel):
-    if self._is_embedding:
-      return ops.transpose(kernel)
-    return ops.reshape(kernel, (-1, kernel.shape[-1]))
+  def _products(self, kernel):
+    """x -> x W^T and x -> x W for row vectors x, with W the [K, C_out] view.
 
-  def _power_iteration(self, w, u, first_product=None):
+    Neither materialises a transpose of the kernel: a transposed copy of a
+    3x3x1024x1024 kernel, and its gradient, cost more than the products.
+    """
+    def column_product(matrix, x):
+      return ops.reshape(ops.matmul(matrix, ops.reshape(x, (-1, 1))), (1, -1))
+    if self._is_embedding:  # W = table^T.
+      return (lambda x: ops.matmul(x, kernel)), (lambda x: column_product(kernel, x))
+    matrix = ops.reshape(kernel, (-1, kernel.shape[-1]))
+    return (lambda x: column_product(matrix, x)), (lambda x: ops.matmul(x, matrix))
+
+  def _power_iteration(self, times_wt, times_w, u, first_product=None):
     stop = self.gradient == "stop"
     v = None
     for index in range(self.power_iterations):
-      product = first_product if index == 0 and first_product is not None else ops.matmul(
-          u, ops.transpose(w))
+      product = first_product if index == 0 and first_product is not None else times_wt(u)
       v = l2_normalize(product, self.epsilon)
       if stop:
         v = ops.stop_gradient(v)
-      u = l2_normalize(ops.matmul(v, w), self.epsilon)
+      u = l2_normalize(times_w(v), self.epsilon)
       if stop:
         u = ops.stop_gradient(u)
     return u, v
@@ -126,9 +133,9 @@ class SpectralNormalization(keras.layers.Layer):
   def normalized_kernel(self, training=False):
     """Returns (W_bar, u', sigma) in float32; writes nothing."""
     kernel = ops.cast(self.kernel, "float32")
-    w = self._as_matrix(kernel)
+    times_wt, times_w = self._products(kernel)
     u_read = ops.convert_to_tensor(self.u)
-    u, v = self._power_iteration(w, u_read)
+    u, v = self._power_iteration(times_wt, times_w, u_read)
     if self.gradient == "official" and training:
       # TF1's u/read aliases the variable's buffer and u.assign(u') writes into
       # it before the backward pass runs, so the backward of the first product
@@ -136,11 +143,12 @@ class SpectralNormalization(keras.layers.Layer):
       # README, "Reads of u"). `correction` is exactly 0, so the forward is
       # bit-identical to "autodiff"; (a + b) - b would round, and batch-4
       # batch norms amplify that to ~0.3% in G's gradients.
-      first = ops.matmul(u_read, ops.transpose(w))
-      aliased = ops.matmul(ops.stop_gradient(u), ops.transpose(w))
+      first = times_wt(u_read)
+      aliased = times_wt(ops.stop_gradient(u))
       correction = aliased - ops.stop_gradient(aliased)
-      u, v = self._power_iteration(w, u_read, first_product=ops.stop_gradient(first) + correction)
-    sigma = ops.squeeze(ops.matmul(ops.matmul(v, w), ops.transpose(u)))
+      u, v = self._power_iteration(times_wt, times_w, u_read,
+                                   first_product=ops.stop_gradient(first) + correction)
+    sigma = ops.sum(times_w(v) * u)
     divisor = ops.maximum(sigma, 1.0) if self.relaxed else sigma
     return kernel / divisor, u, sigma
 
