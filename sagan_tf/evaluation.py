@@ -281,7 +281,7 @@ def _find_inception_weights(path):
   # sagan_tf.metrics is imported where used: sampling and sheets need neither it nor scipy.
   from sagan_tf import metrics  # pylint: disable=g-import-not-at-top
   try:
-    return metrics.inception.find_inception_weights(path)
+    return metrics.find_inception_weights(path)
   except FileNotFoundError as error:
     raise _inception_error(error) from None
 
