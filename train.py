@@ -153,7 +153,8 @@ def main(argv):
       from sagan_tf import export  # pylint: disable=g-import-not-at-top
       path = os.path.join(model_dir, "saved_model")
       export.export_generator(trainer.sample_generator, path, step=int(trainer.step.numpy()),
-                              class_names=list(info.class_names)[:config.model.num_classes])
+                              class_names=list(info.class_names)[:config.model.num_classes],
+                              ema=config.train.ema_decay > 0, dataset=config.data.dataset)
       print(f"exported the generator to {path}", flush=True)
   except (ValueError, data.DataError, trainer_lib.TrainingError) as error:
     _fail(str(error))
