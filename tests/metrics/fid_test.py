@@ -55,7 +55,7 @@ def test_fewer_samples_than_dimensions_stays_finite():
 
 
 def test_invalid_covariances_raise():
-  with pytest.raises(ValueError, match="imaginary"):
+  with pytest.raises(ValueError, match="not a covariance matrix"):
     fid.frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
 
 
