@@ -1,0 +1,1 @@
+"""Tests of sagan_tf.training and train.py."""
