@@ -45,13 +45,18 @@ def cifar10():
 def animal_mnist():
   """The embedded default: 10 animal classes at 32x32, small enough for a CPU.
 
-  The default run takes about ten minutes on two CPU cores.
+  About ten minutes on two CPU cores (1,200 steps at batch 32, ~2 steps/s),
+  after which the sample grid shows the requested animal in most cells. The
+  batch-norm moving averages decay faster than the paper's (0.99 instead of
+  0.999/0.9999): with the paper's values they would still be near their
+  initial values after 1,200 steps, and inference-mode samples would be grey.
   """
   return _preset(
-      experiment.ModelConfig(image_size=32, num_classes=10, g_width=16, d_width=16),
+      experiment.ModelConfig(image_size=32, num_classes=10, g_width=16, d_width=16,
+                             cbn_momentum=0.99, g_bn_momentum=0.99),
       experiment.DataConfig(dataset="animal_mnist"),
-      experiment.TrainConfig(batch_size=64, train_steps=1500, checkpoint_every=250,
-                             sample_every=250, summary_every=50, steps_per_loop=25),
+      experiment.TrainConfig(batch_size=32, train_steps=1200, checkpoint_every=200,
+                             sample_every=200, summary_every=50, steps_per_loop=25),
       optimizer=experiment.OptimizerConfig(g_learning_rate=2e-4, d_learning_rate=4e-4))
 
 
