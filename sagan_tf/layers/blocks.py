@@ -65,6 +65,16 @@ class GeneratorBlock(keras.layers.Layer):
     self.snconv2 = sn_conv(self.filters, 3, "snconv2", self.sn_options, dtype=policy)
     self.snconv3 = sn_conv(self.filters, 1, "snconv3", self.sn_options, dtype=policy)
 
+  def build(self, input_shape):
+    input_shape = tuple(input_shape)
+    upsampled = (input_shape[0], None, None, input_shape[-1])
+    output = (input_shape[0], None, None, self.filters)
+    self.cbn_0.build(input_shape)
+    self.snconv1.build(upsampled)
+    self.cbn_1.build(output)
+    self.snconv2.build(output)
+    self.snconv3.build(upsampled)
+
   def call(self, inputs, labels=None, training=False):
     h = ops.relu(self.cbn_0(inputs, labels, training=training))
     h = self.snconv1(upsample(h), training=training)
@@ -114,6 +124,13 @@ class DiscriminatorBlock(keras.layers.Layer):
     self.learnable_shortcut = self.optimized or self.downsample or self.in_channels != self.filters
     if self.learnable_shortcut:
       self.sn_conv3 = sn_conv(self.filters, 1, "sn_conv3", self.sn_options, dtype=policy)
+
+  def build(self, input_shape):
+    input_shape = tuple(input_shape)
+    self.sn_conv1.build(input_shape)
+    self.sn_conv2.build(input_shape[:-1] + (self.filters,))
+    if self.learnable_shortcut:
+      self.sn_conv3.build(input_shape)
 
   def call(self, inputs, training=False):
     if self.optimized:
