@@ -555,10 +555,14 @@ def run_job(spec, timeout):
 def _complete(record, results):
   """Adds what needs other benchmarks' results (peak fraction, input/step ratio) and every key."""
   if record["name"] == "train" and record.get("flops_per_second"):
-    peaks = [r["flops_per_second"] for r in results
-             if r["name"] == "matmul_peak" and r.get("dtype") == "float32" and r["status"] == "ok"]
-    if peaks:
-      record["peak_fraction"] = record["flops_per_second"] / peaks[0]
+    peaks = {r["dtype"]: r["flops_per_second"] for r in results
+             if r["name"] == "matmul_peak" and r["status"] == "ok"}
+    if "float32" in peaks:
+      record["peak_fraction"] = record["flops_per_second"] / peaks["float32"]
+    # Against the matmul peak of the run's own compute dtype: bfloat16 can
+    # exceed the float32 peak.
+    if record["dtype"] in peaks:
+      record["dtype_peak_fraction"] = record["flops_per_second"] / peaks[record["dtype"]]
   if record["name"] == "input" and record.get("images_per_second"):
     consumed = [r["images_per_second"] for r in results if r["name"] == "train"
                 and r.get("preset") == record["preset"] and r.get("images_per_second")]
@@ -583,6 +587,8 @@ def _notes(r):
   name = r["name"]
   if name == "train":
     trace = "" if r.get("loop_trace_count") is None else f"traces={r['loop_trace_count']} "
+    if r["dtype"] != "float32" and r.get("dtype_peak_fraction"):
+      trace += f"{r['dtype_peak_fraction']:.0%} of {r['dtype']} peak "
     return (f"{trace}warmup={r['warmup_seconds']:.1f}s "
             f"img/cpu-s={_fmt(r.get('images_per_cpu_second'), digits=2)} "
             f"width={r['width']} "
