@@ -118,24 +118,26 @@ class SpectralNormalization(keras.layers.Layer):
     return (lambda x: column_product(matrix, x)), (lambda x: ops.matmul(x, matrix))
 
   def _power_iteration(self, times_wt, times_w, u, first_product=None):
+    """Returns (u', v, v W): the last product is sigma's too, so it is not redone."""
     stop = self.gradient == "stop"
-    v = None
+    v = product = None
     for index in range(self.power_iterations):
-      product = first_product if index == 0 and first_product is not None else times_wt(u)
-      v = l2_normalize(product, self.epsilon)
+      v = l2_normalize(first_product if index == 0 and first_product is not None else times_wt(u),
+                       self.epsilon)
       if stop:
         v = ops.stop_gradient(v)
-      u = l2_normalize(times_w(v), self.epsilon)
+      product = times_w(v)
+      u = l2_normalize(product, self.epsilon)
       if stop:
         u = ops.stop_gradient(u)
-    return u, v
+    return u, v, product
 
   def normalized_kernel(self, training=False):
     """Returns (W_bar, u', sigma) in float32; writes nothing."""
     kernel = ops.cast(self.kernel, "float32")
     times_wt, times_w = self._products(kernel)
     u_read = ops.convert_to_tensor(self.u)
-    u, v = self._power_iteration(times_wt, times_w, u_read)
+    u, v, v_w = self._power_iteration(times_wt, times_w, u_read)
     if self.gradient == "official" and training:
       # TF1's u/read aliases the variable's buffer and u.assign(u') writes into
       # it before the backward pass runs, so the backward of the first product
@@ -146,9 +148,9 @@ class SpectralNormalization(keras.layers.Layer):
       first = times_wt(u_read)
       aliased = times_wt(ops.stop_gradient(u))
       correction = aliased - ops.stop_gradient(aliased)
-      u, v = self._power_iteration(times_wt, times_w, u_read,
-                                   first_product=ops.stop_gradient(first) + correction)
-    sigma = ops.sum(times_w(v) * u)
+      u, v, v_w = self._power_iteration(times_wt, times_w, u_read,
+                                        first_product=ops.stop_gradient(first) + correction)
+    sigma = ops.sum(v_w * u)
     divisor = ops.maximum(sigma, 1.0) if self.relaxed else sigma
     return kernel / divisor, u, sigma
 
