@@ -70,6 +70,15 @@ def _fail(message):
   sys.exit(2)
 
 
+def _parse_flags(argv):
+  # absl would exit 1 with a two-line message; a bad flag value is a usage
+  # error like any other, in the one-line format above.
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    _fail(error)
+
+
 def parse_metrics(text):
   """The metric names of a comma list, in order, without repeats."""
   names = [name.strip().lower() for name in text.split(",") if name.strip()]
@@ -179,6 +188,10 @@ def main(argv):
   except (evaluation.EvaluationError, run_dir.RunDirError, export.ExportError,
           data.DataError) as error:
     _fail(error)
+  except OSError as error:
+    # An unwritable --output_dir or cache, a file that vanished: name the file.
+    where = f"{error.filename}: " if error.filename else ""
+    _fail(f"{where}{error.strerror or error}")
   print(evaluation.format_table(report["metrics"]))
   if report["config"]["inception"] and report["config"]["inception"]["source"] == "standin":
     print("(computed with the TEST ONLY stand-in network: not FID/IS numbers)")
@@ -187,4 +200,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -7,12 +7,15 @@ model_dir/
   train/              TensorBoard summaries
   samples/            PNG sample grids (step_<step>.png)
   saved_model/        the exported generator
+
+TensorFlow is imported inside the functions that need it: train.py checks a
+run directory's config before paying for the import.
 """
 
+import dataclasses
 import json
 import os
-
-import tensorflow as tf
+import re
 
 from sagan_tf.configs.experiment import ExperimentConfig
 
@@ -22,26 +25,80 @@ CHECKPOINT_DIR = "checkpoints"
 SUMMARY_DIR = "train"
 SAMPLE_DIR = "samples"
 SAVED_MODEL_DIR = "saved_model"
+_CHECKPOINT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
 
 class RunDirError(ValueError):
   """A run directory that is missing, incomplete or unreadable."""
 
 
+def _is_remote(path):
+  return "://" in path
+
+
+def _exists(path):
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile.exists(path)
+  return os.path.exists(path)
+
+
+def _read_text(path):
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(path) as f:
+      return f.read()
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _read_json(path, what):
+  """The JSON object in `path`; RunDirError naming the file when it is unreadable or garbled."""
+  try:
+    values = json.loads(_read_text(path))
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise RunDirError(f"{path} is not a valid {what}: {' '.join(str(error).split())}") from None
+  if not isinstance(values, dict):
+    raise RunDirError(f"{path} is not a valid {what}: expected a JSON object, "
+                      f"got {type(values).__name__}")
+  return values
+
+
 def read_config(model_dir):
   """The ExperimentConfig saved in `model_dir`."""
   path = os.path.join(model_dir, CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
+  if not _exists(path):
     raise RunDirError(f"{path} not found: {model_dir} is not a sagan_tf run directory")
+  values = _read_json(path, "config")
   try:
-    with tf.io.gfile.GFile(path) as f:
-      return ExperimentConfig.from_dict(json.load(f))
-  except (ValueError, TypeError, json.JSONDecodeError) as error:
+    return ExperimentConfig.from_dict(values)
+  except (ValueError, TypeError) as error:
     raise RunDirError(f"{path} is not a valid config: {error}") from None
+
+
+def config_differences(saved, config):
+  """Lines naming the model fields and data set in which `config` differs from `saved`."""
+  differences = [
+      f"model.{f.name}: saved {getattr(saved.model, f.name)!r}, now {getattr(config.model, f.name)!r}"
+      for f in dataclasses.fields(saved.model)
+      if getattr(saved.model, f.name) != getattr(config.model, f.name)]
+  if saved.data.dataset != config.data.dataset:
+    differences.append(f"data.dataset: saved {saved.data.dataset!r}, now {config.data.dataset!r}")
+  return differences
+
+
+def check_resumable(config, model_dir):
+  """Raises RunDirError if `model_dir` holds a run whose model or data set differ from `config`."""
+  differences = config_differences(read_config(model_dir), config)
+  if differences:
+    raise RunDirError(
+        f"{model_dir} holds a run with another configuration ({'; '.join(differences)}); "
+        "use a new --model_dir or the same settings")
 
 
 def write_json(path, values):
   """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tmp = path + ".tmp"
   with tf.io.gfile.GFile(tmp, "w") as f:
     f.write(json.dumps(values, indent=2, sort_keys=True))
@@ -51,15 +108,15 @@ def write_json(path, values):
 def read_dataset_info(model_dir):
   """{"name", "num_classes", "class_names"} saved by training, or {} when absent."""
   path = os.path.join(model_dir, DATASET_FILE)
-  if not tf.io.gfile.exists(path):
+  if not _exists(path):
     return {}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return _read_json(path, "data set description")
 
 
 def make_checkpoint(generator, discriminator=None, g_optimizer=None, d_optimizer=None,
                     ema_generator=None, step=None, rng=None):
   """The tf.train.Checkpoint that training writes; pass what you have to restore part of it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   objects = {}
   for name, value in (("generator", generator), ("discriminator", discriminator), ("g_optimizer", g_optimizer),
                       ("d_optimizer", d_optimizer), ("ema_generator", ema_generator),
@@ -69,9 +126,34 @@ def make_checkpoint(generator, discriminator=None, g_optimizer=None, d_optimizer
   return tf.train.Checkpoint(**objects)
 
 
+def checkpoints_on_disk(checkpoint_dir):
+  """Prefixes of the ckpt-<step>.index files in `checkpoint_dir`, oldest first.
+
+  A fallback for a lost or unreadable `checkpoint` state file; the state
+  file is the authority otherwise, since it only ever names complete
+  checkpoints.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.isdir(checkpoint_dir):
+    return []
+  steps = sorted(int(m.group(1)) for m in map(_CHECKPOINT_INDEX.match,
+                                              tf.io.gfile.listdir(checkpoint_dir)) if m)
+  return [os.path.join(checkpoint_dir, f"ckpt-{step}") for step in steps]
+
+
 def latest_checkpoint(model_dir):
   """Path prefix of the newest checkpoint in `model_dir`, or None."""
-  return tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(model_dir, CHECKPOINT_DIR)
+  try:
+    latest = tf.train.latest_checkpoint(directory)
+  except (ValueError, UnicodeDecodeError, tf.errors.OpError):
+    latest = None
+  if latest is None:
+    # A lost or garbled state file: the newest checkpoint on disk is the best guess.
+    found = checkpoints_on_disk(directory)
+    latest = found[-1] if found else None
+  return latest
 
 
 def load_generator(model_dir, use_ema=True, checkpoint_path=None):
@@ -90,6 +172,7 @@ def load_generator(model_dir, use_ema=True, checkpoint_path=None):
     RunDirError: no config, no checkpoint, or a checkpoint that does not
       match the config or cannot be read.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from sagan_tf.models.build import build_from_config  # pylint: disable=g-import-not-at-top
   config = read_config(model_dir)
   path = checkpoint_path or latest_checkpoint(model_dir)
@@ -104,7 +187,15 @@ def load_generator(model_dir, use_ema=True, checkpoint_path=None):
     checkpoint = make_checkpoint(generator, step=step)
   try:
     checkpoint.read(path).expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError) as error:
+  except Exception as error:  # pylint: disable=broad-except
+    # OpErrors, ValueErrors and, for a truncated data file, IndexError: all
+    # mean a checkpoint that cannot be read.
     raise RunDirError(f"cannot restore the generator from checkpoint {path}: "
-                      f"{str(error).splitlines()[0]}") from None
+                      f"{describe_error(error)}") from None
   return generator, config, int(step.numpy())
+
+
+def describe_error(error):
+  """'Type: first line of the message', for one-line error reports."""
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
