@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import zipfile
 
 from absl import logging
 import keras
@@ -1098,7 +1099,7 @@ def run(checkpoint, model_dir=None, verify=None, restore_optimizer=False, verbos
         raise OfficialCheckpointError(f"--verify file {verify} not found")
       try:
         expected = dict(np.load(verify))
-      except (OSError, ValueError) as error:
+      except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise OfficialCheckpointError(f"cannot read --verify file {verify}: {error}") from None
       absent = [k for k in _VERIFY_KEYS if k not in expected]
       if absent:

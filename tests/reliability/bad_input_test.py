@@ -186,9 +186,8 @@ ROWS = {
                                               "--verify={truncated_npz}"],
                                  r"cannot read --verify file .*truncated.npz"),
 }
-# sagan_tf/official.py catches OSError and ValueError around np.load, but a
-# truncated .npz raises zipfile.BadZipFile: a traceback (not this suite's file).
-XFAIL = {"truncated_fixture_zip": "official.py lets zipfile.BadZipFile through"}
+# Rows known to fail, with the reason; empty while every row passes.
+XFAIL = {}
 
 
 def _write_images(folder, names, rng, corrupt=()):
