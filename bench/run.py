@@ -29,7 +29,6 @@ INPUT_DATASETS = ("animal_mnist", "folder")
 REQUIRED_KEYS = ("name", "preset", "mode", "dtype", "batch", "images_per_second", "flops_per_image",
                  "peak_fraction", "strategy", "replicas", "peak_rss_mb", "seconds")
 _RECORD_PREFIX = "@@bench "
-_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 # --------------------------------------------------------------------------- worker side
@@ -73,33 +72,23 @@ def _experiment(spec):
   # One "image" is one real image through one D and one G update, so d_steps=1
   # even for presets that train with more (celeb_a's 5).
   train = dataclasses.replace(config.train, batch_size=spec["batch"], d_steps=1, ema_decay=0.0)
-  return dataclasses.replace(config, model=model, train=train)
+  runtime = dataclasses.replace(
+      config.runtime, seed=0, strategy=spec.get("strategy", "one_device"),
+      tpu=spec.get("tpu", ""), mixed_precision=spec.get("dtype", "float32"),
+      jit_compile=spec.get("mode") == "xla")
+  return dataclasses.replace(config, model=model, train=train, runtime=runtime)
 
 
-def _make_strategy(name, tpu=""):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from sagan_tf.training import distribute  # pylint: disable=g-import-not-at-top
-  if name == "mirrored" and not tf.config.list_logical_devices("GPU"):
-    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-  return distribute.get_strategy(name, tpu)
+def _make_strategy(config):
+  """The run's strategy, from the Trainer's own factory ("mirrored" spans the logical CPUs)."""
+  from sagan_tf.training.trainer import make_strategy  # pylint: disable=g-import-not-at-top
+  return make_strategy(config.runtime)
 
 
-def _build_step(config, strategy, dtype, jit_compile):
-  """Models, optimizers and a TrainStep as Trainer builds them, without a run directory."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from sagan_tf.models.build import build_from_config  # pylint: disable=g-import-not-at-top
-  from sagan_tf.training.step import TrainStep, make_optimizers  # pylint: disable=g-import-not-at-top
-  keras.utils.set_random_seed(0)
-  with strategy.scope():
-    generator, discriminator = build_from_config(config.model, dtype=_POLICIES[dtype])
-    g_optimizer, d_optimizer = make_optimizers(config.optimizer, dtype)
-    g_optimizer.build(generator.trainable_variables)
-    d_optimizer.build(discriminator.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
-    rng = tf.random.Generator.from_seed(0)
-    return TrainStep(generator, discriminator, g_optimizer, d_optimizer, strategy, config.train, rng,
-                     step, jit_compile=jit_compile)
+def _build_step(config, strategy):
+  """The `TrainStep` train.py runs, from the Trainer's own builder, without a run directory."""
+  from sagan_tf.training.components import build_components  # pylint: disable=g-import-not-at-top
+  return build_components(config, strategy).train_step
 
 
 def _synthetic_iterator(strategy, config):
@@ -130,30 +119,24 @@ def bench_train(spec):
            "status": "skipped",
            "note": "XLA under MirroredStrategy on logical CPU devices fails; needs GPUs"})
     return
-  strategy = _make_strategy(spec["strategy"], spec.get("tpu", ""))
+  strategy = _make_strategy(config)
   replicas = strategy.num_replicas_in_sync
   build_start = time.perf_counter()
-  step = _build_step(config, strategy, spec["dtype"], jit_compile=spec["mode"] == "xla")
+  step = _build_step(config, strategy)
   iterator = _synthetic_iterator(strategy, config)
-  per_replica_batch = config.train.batch_size // replicas
   build_seconds = time.perf_counter() - build_start
   steps = spec["steps"]
   if spec["mode"] == "eager":
-    # The per-replica python bodies run op by op: TrainStep._iteration calls
-    # these attributes under strategy.run, so plain functions make it eager.
-    step._d_update = step._d_update_fn  # pylint: disable=protected-access
-    step._g_update = step._g_update_fn  # pylint: disable=protected-access
-
+    # The replica function's Python body, op by op, under the same strategy.run.
     def run(num_steps):
-      metrics = None
+      step.metric_sums.assign(tf.zeros_like(step.metric_sums))
       for _ in range(num_steps):
-        metrics = step._iteration(iterator, per_replica_batch)  # pylint: disable=protected-access
-      return float(metrics["d_loss"])
+        batches = tuple(next(iterator) for _ in range(config.train.d_steps))
+        strategy.run(step._replica_iteration, args=(batches,))  # pylint: disable=protected-access
+      return float(step.metric_sums.read_value()[0])
   else:
-    batch_tensor = tf.constant(per_replica_batch, tf.int32)
-
     def run(num_steps):
-      return float(step.loop(iterator, tf.constant(num_steps, tf.int32), batch_tensor)["d_loss"])
+      return float(step.loop(iterator, tf.constant(num_steps, tf.int32))["d_loss"])
 
   warmup_start = time.perf_counter()
   run(1)  # Tracing, XLA compilation and first-touch allocations.
@@ -222,7 +205,7 @@ def bench_flops(spec):
            "seconds": 0.0, **counts})
   check = spec["check"]
   config = _experiment(check)
-  step = _build_step(config, tf.distribute.get_strategy(), "float32", jit_compile=False)
+  step = _build_step(config, tf.distribute.get_strategy())
   size, batch = config.model.image_size, check["batch"]
   images = tf.TensorSpec([batch, size, size, 3], tf.float32)
   labels = tf.TensorSpec([batch], tf.int32)
@@ -237,9 +220,9 @@ def bench_flops(spec):
       "d_forward_2b": (tf.function(lambda x, y: discriminator(x, y, training=True)),
                        (both, both_labels), flops.forward_flops(config.model, 2 * batch, "D")),
       # The two updates together are one iteration.
-      "d_update": (step._d_update, (images, labels), counts["d_update_flops"]),  # pylint: disable=protected-access
+      "d_update": (tf.function(step._d_update), (images, labels), counts["d_update_flops"]),  # pylint: disable=protected-access
       # A Python batch size, so that the traced graph has static shapes to count.
-      "g_update": (step._g_update, (batch,), counts["g_update_flops"]),  # pylint: disable=protected-access
+      "g_update": (tf.function(step._g_update), (batch,), counts["g_update_flops"]),  # pylint: disable=protected-access
   }
   profiled = {}
   for name, (function, signature, analytic) in graphs.items():
@@ -352,10 +335,10 @@ def bench_fid(spec):
 def _op_times(logdir, first_phase, second_phase):
   """Summed op seconds from the newest profiler trace in `logdir`, by op type, part and layer.
 
-  Op events are named "<scope>/<op name>:<op type>". The loop calls the two
-  per-replica updates as StatefulPartitionedCall (first) and ..._1 (second);
-  their gradient ops sit under gradient_tape/. Keras' "_1" call suffixes are
-  dropped from scope names.
+  Op events are named "<scope>/<op name>:<op type>". TrainStep's replica
+  function opens the name scopes d_update and g_update; gradient ops sit
+  under gradient_tape/. Keras' "_1" call suffixes are dropped from scope
+  names.
   """
   import glob  # pylint: disable=g-import-not-at-top
   import re  # pylint: disable=g-import-not-at-top
@@ -381,13 +364,13 @@ def _op_times(logdir, first_phase, second_phase):
         add("op_type", op_type, seconds)
         phase, direction, scope = "loop", "forward", []
         for part in op_name.split("/")[:-1]:
-          if part == "StatefulPartitionedCall":
-            phase = first_phase
-          elif part == "StatefulPartitionedCall_1":
-            phase = second_phase
+          bare = re.sub(r"_\d+$", "", part)
+          if bare in (first_phase, second_phase):
+            phase = bare
           elif part == "gradient_tape":
             direction = "backward"
-          elif part not in ("while", "body") and not re.fullmatch(r"_\d+", part):
+          elif (part not in ("while", "body", "StatefulPartitionedCall")
+                and not re.fullmatch(r"_\d+", part)):
             scope.append(re.sub(r"_\d+$", "", part))
         model = scope[0] if scope else "other"
         if model not in ("generator", "discriminator"):
@@ -401,13 +384,12 @@ def bench_profile(spec):
   """Where one training iteration's time goes: op types and layers from a profiler trace."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config = _experiment(spec)
-  strategy = _make_strategy(spec["strategy"])
-  step = _build_step(config, strategy, spec["dtype"], jit_compile=spec["mode"] == "xla")
+  strategy = _make_strategy(config)
+  step = _build_step(config, strategy)
   iterator = _synthetic_iterator(strategy, config)
-  batch = tf.constant(config.train.batch_size // strategy.num_replicas_in_sync, tf.int32)
 
   def run(num_steps):
-    return float(step.loop(iterator, tf.constant(num_steps, tf.int32), batch)["d_loss"])
+    return float(step.loop(iterator, tf.constant(num_steps, tf.int32))["d_loss"])
 
   run(1)
   phases = ("g_update", "d_update") if config.train.g_first else ("d_update", "g_update")

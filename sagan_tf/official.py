@@ -7,9 +7,10 @@ The official code (brain-research/self-attention-gan) writes name-based TF1
 checkpoints (`model/g_block1/snconv1/w`, ...). `load_official` reads one with
 `tf.train.load_checkpoint`, infers the model sizes from the variable shapes,
 builds our models with the official semantics and assigns every variable;
-`official_train_step` is one official training step (G update, then D
-update). `load_tfgan` does the same for TF-GAN's `self_attention_estimator`
-example. See docs/official_parity.md.
+`verify_official` checks the conversion, and one training step of
+`sagan_tf.training.step.TrainStep` (the step train.py runs) from it, against
+values recorded from the official code. `load_tfgan` does the same for
+TF-GAN's `self_attention_estimator` example. See docs/official_parity.md.
 """
 
 import dataclasses
@@ -28,6 +29,8 @@ from sagan_tf import losses
 from sagan_tf.configs import presets
 from sagan_tf.models.architectures import ARCHITECTURES, get_architecture
 from sagan_tf.models.build import build_from_config, build_sagan
+from sagan_tf.training.optimizers import dense_gradients, make_optimizers
+from sagan_tf.training.step import TrainStep
 
 OFFICIAL_PREFIX = "model/"
 # TF1 bookkeeping that has no counterpart in the models: Adam's bias-correction
@@ -578,89 +581,6 @@ def save_official(generator, discriminator, prefix, *, g_optimizer=None, d_optim
 
 
 # ----------------------------------------------------------------------------
-# One official training step.
-
-
-def dense_gradients(gradients):
-  """IndexedSlices (CBN tables through tf.gather) as dense tensors.
-
-  Dense Adam on these equals TF1's sparse Adam: it decays every row of m and
-  v, adds the (duplicate-summed) batch rows and updates every row.
-  """
-  return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-
-
-def generator_step(generator, discriminator, optimizer, z, labels):
-  """The official G train op: one Adam step on the hinge G loss; returns the loss.
-
-  G runs in training mode (batch statistics; moving statistics and u are
-  written), D in inference mode: the official fake pass ('NO_OPS') does not
-  write D's u, and D has no batch norm, so its forward is the training one.
-  """
-  variables = generator.trainable_variables
-  with tf.GradientTape() as tape:
-    fake = generator(z, labels, training=True)
-    loss = losses.generator_hinge_loss(discriminator(fake, labels, training=False))
-  optimizer.apply(dense_gradients(tape.gradient(loss, variables)), variables)
-  return loss
-
-
-def discriminator_step(generator, discriminator, optimizer, z, labels, real, real_labels=None):
-  """The official D train op: one Adam step on the hinge D loss.
-
-  G runs in training mode first, as the official D op runs it (it writes
-  G's u and, through UPDATE_OPS, G's moving statistics again). D runs once on
-  [real, fake]: one u write, and both halves use the u read before it, as
-  the official real pass (writes) and fake pass (reads first) do.
-
-  Args:
-    generator, discriminator, optimizer: the models and D's Adam.
-    z, labels: noise and fake labels for G.
-    real: real images.
-    real_labels: their labels; None uses `labels` (the parity fixture feeds
-      one label array to every pass).
-
-  Returns:
-    (d_loss, real term, fake term).
-  """
-  fake = generator(z, labels, training=True)
-  batch = tf.shape(real)[0]
-  images = tf.concat([tf.cast(real, fake.dtype), tf.stop_gradient(fake)], axis=0)
-  real_labels = labels if real_labels is None else tf.cast(real_labels, tf.int32)
-  both_labels = None if labels is None else tf.concat([real_labels, labels], axis=0)
-  variables = discriminator.trainable_variables
-  with tf.GradientTape() as tape:
-    logits = discriminator(images, both_labels, training=True)
-    loss, real_term, fake_term = losses.discriminator_hinge_loss(logits[:batch], logits[batch:])
-  optimizer.apply(dense_gradients(tape.gradient(loss, variables)), variables)
-  return loss, real_term, fake_term
-
-
-def official_train_step(generator, discriminator, g_optimizer, d_optimizer, z_g, labels_g, z_d,
-                        labels_d, real, real_labels=None):
-  """One official training step: the G update, then the D update, each with its own inputs.
-
-  Args:
-    generator, discriminator: built models (official semantics for parity).
-    g_optimizer, d_optimizer: Keras Adam, e.g. from `make_official_optimizers`.
-    z_g, labels_g: noise and labels of the G update.
-    z_d, labels_d: noise and fake labels of the D update.
-    real: real images of the D update.
-    real_labels: their labels; None uses `labels_d`, as the parity fixture
-      does (one label array feeds every pass).
-
-  Returns:
-    {"g_loss", "d_loss", "d_loss_real", "d_loss_fake"}.
-  """
-  labels_g = None if labels_g is None else tf.cast(labels_g, tf.int32)
-  labels_d = None if labels_d is None else tf.cast(labels_d, tf.int32)
-  g_loss = generator_step(generator, discriminator, g_optimizer, z_g, labels_g)
-  d_loss, real_term, fake_term = discriminator_step(generator, discriminator, d_optimizer, z_d,
-                                                    labels_d, real, real_labels)
-  return {"g_loss": g_loss, "d_loss": d_loss, "d_loss_real": real_term, "d_loss_fake": fake_term}
-
-
-# ----------------------------------------------------------------------------
 # Checking against recorded official values.
 
 
@@ -786,14 +706,29 @@ def verify_official(checkpoint_path, expected, *, sn_gradient="official", gradie
   return results
 
 
+def official_step(loaded, z, labels, real):
+  """One step of our `TrainStep` with the official preset, fed fixed inputs: returns its metrics.
+
+  The preset's order is the official one (G update, then D update, one each).
+  Both updates get `z` and `labels`, and D's real batch is (real, labels), as
+  the fixture feeds one z and one label array to both train ops.
+  """
+  strategy = tf.distribute.get_strategy()
+  z = tf.constant(z, tf.float32)
+  labels = tf.constant(labels, tf.int32)
+  step = tf.Variable(loaded.step, dtype=tf.int64, trainable=False, name="step")
+  train_step = TrainStep(loaded.generator, loaded.discriminator, loaded.g_optimizer,
+                         loaded.d_optimizer, strategy, presets.official().train,
+                         tf.random.Generator.from_seed(0), step, noise_fn=lambda batch: (z, labels))
+  batches = tf.data.Dataset.from_tensors((tf.constant(real, tf.float32), labels)).repeat()
+  return {k: v.numpy() for k, v in train_step.loop(iter(batches), tf.constant(1)).items()}
+
+
 def verify_step2(checkpoint_path, expected, *, sn_gradient="official", prefix="step2"):
-  """Runs the second official step from the checkpoint and compares every variable."""
+  """Runs the second official step from the checkpoint through `TrainStep`; compares every variable."""
   loaded = load_official(checkpoint_path, restore_optimizer_slots=True, sn_gradient=sn_gradient)
   generator, discriminator = loaded
-  z, labels, real = (np.asarray(expected["z3"]), np.asarray(expected["labels3"]),
-                     np.asarray(expected["real3"]))
-  step_losses = official_train_step(generator, discriminator, loaded.g_optimizer,
-                                    loaded.d_optimizer, z, labels, z, labels, real)
+  step_losses = official_step(loaded, expected["z3"], expected["labels3"], expected["real3"])
   results = [compare(f"{prefix}_g_loss", step_losses["g_loss"], expected[f"{prefix}_g_loss"]),
              compare(f"{prefix}_d_loss", step_losses["d_loss"], expected[f"{prefix}_d_loss"])]
   for entry in official_entries(generator, discriminator):
@@ -1058,7 +993,6 @@ def convert(checkpoint_path, model_dir, *, restore_optimizer_slots=False):
   """
   # Imported here: the run-directory module pulls in the training package.
   from sagan_tf.training import run_dir  # pylint: disable=g-import-not-at-top
-  from sagan_tf.training.step import make_optimizers  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(model_dir, run_dir.CONFIG_FILE)
   if tf.io.gfile.exists(config_path):
     raise OfficialCheckpointError(f"{model_dir} already holds a run ({config_path}); "

@@ -71,9 +71,11 @@ class SelfAttention(keras.layers.Layer):
     positions = height * width
     theta = ops.reshape(self.theta(inputs, training=training), (-1, positions, channels // 8))
     phi = ops.reshape(_pool(self.phi(inputs, training=training)), (-1, positions // 4, channels // 8))
-    logits = ops.matmul(theta, ops.transpose(phi, (0, 2, 1)))
-    # Softmax in float32: under float16 the logits overflow easily.
-    attention = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    # Logits and softmax in float32: a dot product over C/8 channels of
+    # unnormalised features overflows float16 (max 65504) easily.
+    logits = ops.matmul(ops.cast(theta, "float32"),
+                        ops.transpose(ops.cast(phi, "float32"), (0, 2, 1)))
+    attention = ops.softmax(logits, axis=-1)
     g = ops.reshape(_pool(self.g(inputs, training=training)), (-1, positions // 4, channels // 2))
     attended = ops.matmul(ops.cast(attention, g.dtype), g)
     attended = ops.reshape(attended, (-1, height, width, channels // 2))

@@ -27,9 +27,11 @@ class SpectralNormalization(keras.layers.Layer):
   are reshaped row-major to [kh*kw*C_in, C_out]; an embedding table
   [num_classes, dim] is normalised as its transpose, so C_out = num_classes.
 
-  With `training=True` the iterated u' is written into `u` (replica-safe: the
-  variable is aggregated ONLY_FIRST_REPLICA, and u' is the same on every
-  replica because it depends only on W and u). With `training=False` nothing
+  With `training=True` the iterated u' is written into `u`. u' depends only
+  on the mirrored W and u, so every replica computes the same value and u
+  and sigma are replica-local (aggregation NONE): the write needs no
+  merge_call or collective, also inside XLA (docs/distributed.md). With
+  `training=False` nothing
   is written, but the output still uses the once-iterated u', so inference
   outputs equal the official graph's.
 
@@ -94,10 +96,10 @@ class SpectralNormalization(keras.layers.Layer):
     self.u = self.add_weight(
         name="u", shape=(1, c_out), dtype="float32",
         initializer=keras.initializers.TruncatedNormal(mean=0.0, stddev=1.0),
-        trainable=False, autocast=False, aggregation="only_first_replica")
+        trainable=False, autocast=False, aggregation="none")
     self.sigma = self.add_weight(
         name="sigma", shape=(), dtype="float32", initializer="ones", trainable=False,
-        autocast=False, aggregation="only_first_replica")
+        autocast=False, aggregation="none")
 
   @property
   def kernel(self):

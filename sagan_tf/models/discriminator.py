@@ -70,13 +70,14 @@ class Discriminator(keras.Model):
       raise ValueError(f"attention_resolution={self.attention_resolution} is not a block output of "
                        f"a {self.image_size}-pixel discriminator")
     self.feature_channels = in_channels
-    self.d_sn_linear = sn_dense(1, "d_sn_linear", self.sn_options, dtype=policy)
+    # The projection runs in float32 (its layers' compute dtype), see `call`.
+    self.d_sn_linear = sn_dense(1, "d_sn_linear", self.sn_options, dtype="float32")
     self.d_embedding = None
     if self.num_classes:
       embedding = keras.layers.Embedding(self.num_classes, in_channels,
                                          embeddings_initializer="glorot_uniform",
-                                         name="d_embedding", dtype=policy)
-      self.d_embedding = SpectralNormalization(embedding, name="d_embedding", dtype=policy,
+                                         name="d_embedding", dtype="float32")
+      self.d_embedding = SpectralNormalization(embedding, name="d_embedding", dtype="float32",
                                                **self.sn_options)
 
   def call(self, images, labels=None, training=False):
@@ -89,9 +90,9 @@ class Discriminator(keras.Model):
         h = self.attention(h, training=training)
     # Pool and project in float32: sums over many positions lose precision in float16.
     h = ops.sum(ops.cast(ops.relu(h), "float32"), axis=(1, 2))
-    logits = ops.cast(self.d_sn_linear(h, training=training), "float32")[:, 0]
+    logits = self.d_sn_linear(h, training=training)[:, 0]
     if self.d_embedding is not None:
-      embedded = ops.cast(self.d_embedding(labels, training=training), "float32")
+      embedded = self.d_embedding(labels, training=training)
       logits = logits + ops.sum(embedded * h, axis=1)
     return logits
 

@@ -9,8 +9,10 @@ class WeightAverage(tf.Module):
   Trainable weights are averaged: a <- decay * a + (1 - decay) * w, after a
   plain copy until `start_step`; non-trainable state (batch-norm moving
   statistics, spectral-norm vectors) is copied, since averaging it has no
-  meaning. Call `update` in cross-replica context: the averaged variables are
-  mirrored and assigned on every replica at once.
+  meaning. `TrainStep` calls `update` in replica context, at the end of each
+  iteration: build `average` inside `optimizers.replica_local_variables()`,
+  so that each replica writes its own copy, from the same mirrored weights,
+  with no communication.
   """
 
   def __init__(self, source, average, decay, start_step=0):

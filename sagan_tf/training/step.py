@@ -1,62 +1,58 @@
-"""The distributed GAN training step: D and G updates, run steps_per_loop times on the device."""
+"""The GAN training step: `steps_per_loop` iterations of D and G updates in one compiled call.
 
-import keras
+This is the one step of the project: train.py's Trainer, the official-parity
+check (sagan_tf/official.py) and bench/ all run this class.
+"""
+
 import tensorflow as tf
 
 from sagan_tf import losses
+from sagan_tf.training.optimizers import agree_on_overflow, dense_gradients, is_loss_scaled
 
 METRIC_NAMES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake")
-
-
-def make_optimizers(config, mixed_precision="float32"):
-  """Adam for G and D with the paper's two time-scale learning rates.
-
-  Build them inside `strategy.scope()`. float16 wraps them in a dynamic
-  loss-scale optimizer; bfloat16 needs none.
-  """
-  def adam(learning_rate, name):
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=config.beta_1,
-                                      beta_2=config.beta_2, epsilon=config.epsilon, name=name)
-    if mixed_precision == "float16":
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_loss_scale")
-    return optimizer
-  return adam(config.g_learning_rate, "g_adam"), adam(config.d_learning_rate, "d_adam")
-
-
-def _dense(gradients):
-  # Class tables get IndexedSlices from tf.gather; dense Adam equals TF1's
-  # sparse Adam here (all rows of m and v decay, all rows update).
-  return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
 
 
 class TrainStep(tf.Module):
   """Compiles the training loop of one experiment under a strategy.
 
-  Per iteration: `d_steps` discriminator updates, each on a fresh real batch
-  with fresh z and uniformly drawn fake labels, and one generator update with
-  its own fresh z and labels; with `g_first` the generator update comes first
-  (the official order). D sees real and fake images in one call on their
-  concatenation, so both halves use the same spectral-norm vector u and u is
-  written once, as in the official graph. In the G update D runs in
-  inference mode: D has no batch norm, so the forward is unchanged, and u is
-  not written, as the official graph's 'NO_OPS' fake pass. Per-replica losses
-  are divided by the replica count because gradients are summed across
-  replicas.
+  Per iteration, in ONE `strategy.run`: `d_steps` discriminator updates
+  (Eq. 4 of the paper, hinge loss), each on a fresh real batch with fresh z
+  and uniformly drawn fake labels, and one generator update (Eq. 5) with its
+  own z and labels; with `g_first` the generator update comes first (the
+  official order); then the step counter and the weight average. D sees real
+  and fake images in one call on their concatenation, so both halves use the
+  same spectral-norm vector u and u is written once, as in the official
+  graph. In the G update D runs in inference mode: D has no batch norm, so
+  the forward is unchanged, and u is not written, as the official graph's
+  'NO_OPS' fake pass. Per-replica losses are divided by the replica count
+  because gradients are summed across replicas.
+
+  Metrics are summed per replica into an on-read variable inside the
+  on-device loop and reduced across replicas once, when the chunk ends.
+  Every variable the replica function writes is replica-local or written
+  from identical values (docs/distributed.md), so the replica function
+  compiles with XLA under any strategy.
 
   Args:
     generator, discriminator: built models (in `strategy.scope()`).
-    g_optimizer, d_optimizer: from `make_optimizers`.
+    g_optimizer, d_optimizer: from `optimizers.make_optimizers`.
     strategy: the tf.distribute strategy the models live in.
     train_config: a `TrainConfig`.
-    z_dim, num_classes: the generator's noise length and classes.
     rng: a `tf.random.Generator` created in the strategy's scope.
     step: int64 scalar variable counting generator updates.
     ema: a `WeightAverage` or None.
-    jit_compile: compile the per-replica updates with XLA.
+    jit_compile: compile the replica function (all updates of an iteration)
+      with XLA.
+    stop_flag: a boolean variable read before every iteration; once set,
+      the chunk ends after the iteration in flight (SIGTERM, Ctrl-C). None
+      for multi-worker and TPU runs, whose workers must all run the chunk.
+    noise_fn: callable(batch_size) -> (z, labels or None), run in replica
+      context; None draws z ~ N(0, 1) and uniform labels from `rng`. A fixed
+      noise_fn makes the step deterministic (official parity, tests).
   """
 
   def __init__(self, generator, discriminator, g_optimizer, d_optimizer, strategy, train_config,
-               rng, step, ema=None, jit_compile=False):
+               rng, step, ema=None, jit_compile=False, stop_flag=None, noise_fn=None):
     super().__init__(name="train_step")
     self.generator = generator
     self.discriminator = discriminator
@@ -67,14 +63,22 @@ class TrainStep(tf.Module):
     self.rng = rng
     self.step = step
     self.ema = ema
+    self.stop_flag = stop_flag
     self.z_dim = generator.z_dim
     self.num_classes = generator.num_classes
+    self._noise_fn = noise_fn or self._random_noise
     self.d_loss_fn, self.g_loss_fn = losses.get_losses(train_config.loss)
-    self._d_update = tf.function(self._d_update_fn, jit_compile=jit_compile)
-    self._g_update = tf.function(self._g_update_fn, jit_compile=jit_compile)
+    with strategy.scope():
+      # Summed per replica without communication; the MEAN over replicas is
+      # computed when the loop function reads it, once per chunk.
+      self.metric_sums = tf.Variable(
+          tf.zeros([len(METRIC_NAMES)]), trainable=False, name="metric_sums",
+          synchronization=tf.VariableSynchronization.ON_READ,
+          aggregation=tf.VariableAggregation.MEAN)
+    self.replica_fn = tf.function(self._replica_iteration, jit_compile=jit_compile)
     self.loop = tf.function(self._loop_fn)
 
-  def _sample_inputs(self, batch_size):
+  def _random_noise(self, batch_size):
     z = self.rng.normal((batch_size, self.z_dim))
     if not self.num_classes:
       return z, None
@@ -82,77 +86,90 @@ class TrainStep(tf.Module):
     return z, labels
 
   def _scale(self, loss, optimizer):
+    """The loss to differentiate (inside the tape): per replica, times the float16 loss scale."""
     loss = loss / self.strategy.num_replicas_in_sync
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if is_loss_scaled(optimizer):
       loss = optimizer.scale_loss(loss)
     return loss
 
-  def _d_update_fn(self, images, labels):
+  def _apply(self, optimizer, tape, scaled_loss, variables):
+    """Differentiates and applies; the optimizer all-reduces the gradients."""
+    gradients = dense_gradients(tape.gradient(scaled_loss, variables))
+    if is_loss_scaled(optimizer):
+      gradients = agree_on_overflow(gradients)
+    optimizer.apply_gradients(zip(gradients, variables))
+
+  def _d_update(self, images, labels):
     batch_size = tf.shape(images)[0]
-    z, fake_labels = self._sample_inputs(batch_size)
+    z, fake_labels = self._noise_fn(batch_size)
     fake = self.generator(z, fake_labels, training=True)
     both = tf.concat([tf.cast(images, fake.dtype), fake], axis=0)
     both_labels = None if fake_labels is None else tf.concat(
-        [tf.cast(labels, tf.int32), fake_labels], axis=0)
-    variables = self.discriminator.trainable_variables
+        [tf.cast(labels, tf.int32), tf.cast(fake_labels, tf.int32)], axis=0)
     with tf.GradientTape() as tape:
       logits = self.discriminator(tf.stop_gradient(both), both_labels, training=True)
       real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
       loss, real_term, fake_term = self.d_loss_fn(real_logits, fake_logits)
       scaled = self._scale(loss, self.d_optimizer)
-    gradients = _dense(tape.gradient(scaled, variables))
-    self.d_optimizer.apply_gradients(zip(gradients, variables))
+    self._apply(self.d_optimizer, tape, scaled, self.discriminator.trainable_variables)
     return {"d_loss": loss, "d_loss_real": real_term, "d_loss_fake": fake_term,
             "d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits)}
 
-  def _g_update_fn(self, batch_size):
-    z, fake_labels = self._sample_inputs(batch_size)
-    variables = self.generator.trainable_variables
+  def _g_update(self, batch_size):
+    z, fake_labels = self._noise_fn(batch_size)
+    fake_labels = None if fake_labels is None else tf.cast(fake_labels, tf.int32)
     with tf.GradientTape() as tape:
       fake = self.generator(z, fake_labels, training=True)
-      logits = self.discriminator(fake, fake_labels, training=False)
-      loss = self.g_loss_fn(logits)
+      loss = self.g_loss_fn(self.discriminator(fake, fake_labels, training=False))
       scaled = self._scale(loss, self.g_optimizer)
-    gradients = _dense(tape.gradient(scaled, variables))
-    self.g_optimizer.apply_gradients(zip(gradients, variables))
+    self._apply(self.g_optimizer, tape, scaled, self.generator.trainable_variables)
     return {"g_loss": loss}
 
-  def _mean(self, per_replica):
-    return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in per_replica.items()}
+  def _replica_iteration(self, real_batches):
+    """One iteration on this replica: the D updates and the G update in order, step, EMA, metrics."""
+    metrics = {}
 
-  def _iteration(self, iterator, per_replica_batch):
+    # Name scopes let profiles (bench/) attribute ops to the two updates.
     def d_updates():
-      metrics = None
-      for _ in range(self.config.d_steps):
-        images, labels = next(iterator)
-        metrics = self._mean(self.strategy.run(self._d_update, args=(images, labels)))
-      return metrics
+      for images, labels in real_batches:
+        with tf.name_scope("d_update"):
+          metrics.update(self._d_update(images, labels))
 
     def g_update():
-      return self._mean(self.strategy.run(self._g_update, args=(per_replica_batch,)))
+      with tf.name_scope("g_update"):
+        metrics.update(self._g_update(tf.shape(real_batches[0][0])[0]))
 
-    if self.config.g_first:
-      g_metrics = g_update()
-      d_metrics = d_updates()
-    else:
-      d_metrics = d_updates()
-      g_metrics = g_update()
+    for update in (g_update, d_updates) if self.config.g_first else (d_updates, g_update):
+      update()
+    # A replica-local write (aggregation NONE): every replica counts alike.
     self.step.assign_add(1)
     if self.ema is not None:
       self.ema.update(self.step)
-    return {**d_metrics, **g_metrics}
+    self.metric_sums.assign_add(tf.stack([tf.cast(metrics[name], tf.float32)
+                                          for name in METRIC_NAMES]))
 
-  def _loop_fn(self, iterator, num_steps, per_replica_batch):
-    """Runs `num_steps` iterations; returns metrics averaged over them and a finiteness flag."""
-    totals = {name: tf.constant(0.0) for name in METRIC_NAMES}
-    for _ in tf.range(num_steps):
-      metrics = self._iteration(iterator, per_replica_batch)
-      totals = {name: totals[name] + tf.cast(metrics[name], tf.float32) for name in METRIC_NAMES}
-    count = tf.cast(tf.maximum(num_steps, 1), tf.float32)
-    averages = {name: value / count for name, value in totals.items()}
+  def _stop_requested(self):
+    return self.stop_flag.read_value() if self.stop_flag is not None else tf.constant(False)
+
+  def _loop_fn(self, iterator, num_steps):
+    """Runs up to `num_steps` iterations; returns their mean metrics, `finite` and `steps` run.
+
+    The loop is a tf.while_loop in the runtime: one Python dispatch per
+    chunk, one `strategy.run` per iteration, one cross-replica reduction
+    (of `metric_sums`) per chunk.
+    """
+    self.metric_sums.assign(tf.zeros([len(METRIC_NAMES)]))
+    count = tf.constant(0, tf.int32)
+    while count < num_steps and not self._stop_requested():
+      real_batches = tuple(next(iterator) for _ in range(self.config.d_steps))
+      self.strategy.run(self.replica_fn, args=(real_batches,))
+      count += 1
+    sums = self.metric_sums.read_value()
+    means = sums / tf.cast(tf.maximum(count, 1), tf.float32)
+    averages = {name: means[index] for index, name in enumerate(METRIC_NAMES)}
     averages["finite"] = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(v)) for v in averages.values()] +
+        [tf.reduce_all(tf.math.is_finite(means))] +
         [tf.reduce_all(tf.math.is_finite(v)) for v in
          self.generator.trainable_variables + self.discriminator.trainable_variables])
+    averages["steps"] = count
     return averages

@@ -9,14 +9,11 @@ import socket
 import threading
 import time
 
-import keras
 import tensorflow as tf
 
 from sagan_tf import samples
-from sagan_tf.models.build import build_from_config
 from sagan_tf.training import distribute, run_dir
-from sagan_tf.training.ema import WeightAverage
-from sagan_tf.training.step import METRIC_NAMES, TrainStep, make_optimizers
+from sagan_tf.training.components import build_components
 
 ON_NAN_POLICIES = ("stop", "rollback")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -138,40 +135,6 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
-class _InterruptibleStep(TrainStep):
-  """TrainStep whose compiled loop also ends early once `stop_flag` is set.
-
-  The flag is read before every iteration, so a stop request waits for at
-  most one step. Multi-worker and TPU runs pass no flag: a worker leaving a
-  chunk early would leave the others waiting in a collective, so they stop
-  between chunks, all at the same step (see `Trainer._stop_agreed`).
-  """
-
-  def __init__(self, *args, stop_flag=None, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.stop_flag = stop_flag
-
-  def _stop_requested(self):
-    return self.stop_flag.read_value() if self.stop_flag is not None else tf.constant(False)
-
-  def _loop_fn(self, iterator, num_steps, per_replica_batch):
-    """Runs up to `num_steps` iterations; returns their mean metrics, `finite` and `steps` run."""
-    totals = {name: tf.constant(0.0) for name in METRIC_NAMES}
-    count = tf.constant(0, tf.int32)
-    while count < num_steps and not self._stop_requested():
-      metrics = self._iteration(iterator, per_replica_batch)
-      totals = {name: totals[name] + tf.cast(metrics[name], tf.float32) for name in METRIC_NAMES}
-      count += 1
-    averages = {name: value / tf.cast(tf.maximum(count, 1), tf.float32)
-                for name, value in totals.items()}
-    averages["finite"] = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(v)) for v in averages.values()] +
-        [tf.reduce_all(tf.math.is_finite(v)) for v in
-         self.generator.trainable_variables + self.discriminator.trainable_variables])
-    averages["steps"] = count
-    return averages
-
-
 class _CheckpointableInput:
   """Per-replica batches from one tf.data iterator, which, unlike a distributed one, checkpoints.
 
@@ -262,9 +225,6 @@ class Trainer:
     runtime = config.runtime
     if runtime.deterministic:
       tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(runtime.seed)
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16",
-              "float16": "mixed_float16"}[runtime.mixed_precision]
     self.strategy = make_strategy(runtime)
     replicas = self.strategy.num_replicas_in_sync
     if config.train.batch_size % replicas:
@@ -273,28 +233,21 @@ class Trainer:
     self.per_replica_batch = config.train.batch_size // replicas
     self._multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
     single_host = not self._multi_worker and not isinstance(self.strategy, tf.distribute.TPUStrategy)
-    # Read by the compiled loop of single-host runs, set from a signal-watching thread.
+    # Read by the compiled loop of single-host runs, set from a signal-watching
+    # thread. Multi-worker and TPU runs pass no flag: a worker leaving a chunk
+    # early would leave the others waiting in a collective, so they stop
+    # between chunks, all at the same step (see `_stop_agreed`).
     self._stop_flag = None
     if single_host:
       with tf.device("/cpu:0"):
         self._stop_flag = tf.Variable(False, trainable=False, name="stop_requested")
-    with self.strategy.scope():
-      self.generator, self.discriminator = build_from_config(config.model, dtype=policy)
-      self.g_optimizer, self.d_optimizer = make_optimizers(config.optimizer, runtime.mixed_precision)
-      self.g_optimizer.build(self.generator.trainable_variables)
-      self.d_optimizer.build(self.discriminator.trainable_variables)
-      self.step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
-      self.rng = tf.random.Generator.from_seed(runtime.seed)
-      self.ema_generator, self.ema = None, None
-      if config.train.ema_decay > 0:
-        self.ema_generator, _ = build_from_config(config.model, dtype=policy)
-        self.ema = WeightAverage(self.generator, self.ema_generator, config.train.ema_decay,
-                                 config.train.ema_start_step)
-        self.ema.copy()
-      self.train_step = _InterruptibleStep(
-          self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, self.strategy,
-          config.train, self.rng, self.step, ema=self.ema, jit_compile=runtime.jit_compile,
-          stop_flag=self._stop_flag)
+    # The same builder as bench/: the step measured there is the step trained here.
+    parts = build_components(config, self.strategy, stop_flag=self._stop_flag)
+    self.generator, self.discriminator = parts.generator, parts.discriminator
+    self.g_optimizer, self.d_optimizer = parts.g_optimizer, parts.d_optimizer
+    self.step, self.rng = parts.step, parts.rng
+    self.ema_generator, self.ema = parts.ema_generator, parts.ema
+    self.train_step = parts.train_step
     self.checkpoint = run_dir.make_checkpoint(
         self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
         self.ema_generator, self.step, self.rng)
@@ -606,7 +559,6 @@ class Trainer:
       self.log(f"step {start_step} already reaches train_steps={total}; nothing to train")
       return {}
     writer = tf.summary.create_file_writer(os.path.join(self.write_dir, run_dir.SUMMARY_DIR))
-    per_replica_batch = tf.constant(self.per_replica_batch, tf.int32)
     vote = tf.function(lambda flag: self.strategy.reduce(
         tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(flag,)), axis=None))
     metrics, step = {}, start_step
@@ -636,7 +588,7 @@ class Trainer:
           break
         chunk = min(config.train.steps_per_loop, total - step)
         try:
-          output = self.train_step.loop(iterator, tf.constant(chunk, tf.int32), per_replica_batch)
+          output = self.train_step.loop(iterator, tf.constant(chunk, tf.int32))
           metrics = {k: float(v.numpy()) for k, v in output.items()}
         except tf.errors.OpError as error:
           raise StepError(
