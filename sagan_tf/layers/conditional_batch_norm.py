@@ -82,12 +82,16 @@ class ConditionalBatchNormalization(keras.layers.Layer):
                                  autocast=False)
     self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32",
                                 autocast=False)
+    # Replica-local, as Keras' BatchNormalization keeps them: a write needs no
+    # merge_call or collective (docs/distributed.md). With `synchronized` all
+    # replicas hold the same values; otherwise each tracks its own batches and
+    # checkpoints save replica 0's, as PyTorch's DataParallel and DDP do.
     self.moving_mean = self.add_weight(
         name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
-        dtype="float32", autocast=False, aggregation="mean")
+        dtype="float32", autocast=False, aggregation="none")
     self.moving_variance = self.add_weight(
         name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
-        dtype="float32", autocast=False, aggregation="mean")
+        dtype="float32", autocast=False, aggregation="none")
 
   def call(self, inputs, labels=None, training=False):
     x = ops.cast(inputs, "float32")

@@ -158,7 +158,7 @@ class TrainStep(tf.Module):
     chunk, one `strategy.run` per iteration, one cross-replica reduction
     (of `metric_sums`) per chunk.
     """
-    self.metric_sums.assign(tf.zeros([len(METRIC_NAMES)]))
+    self.metric_sums.assign(tf.zeros([len(METRIC_NAMES)]), read_value=False)
     count = tf.constant(0, tf.int32)
     while count < num_steps and not self._stop_requested():
       real_batches = tuple(next(iterator) for _ in range(self.config.d_steps))

@@ -1,4 +1,5 @@
-"""Tests of TrainStep: Mirrored equals one device, update order, d_steps, step counter, tracing and EMA."""
+"""Tests of TrainStep as train.py builds it: Mirrored equals one device, update order, d_steps,
+step counter, tracing, EMA, XLA, replica-local state and float16 overflow."""
 
 import types
 
@@ -9,8 +10,7 @@ import tensorflow as tf
 
 from sagan_tf import configs
 from sagan_tf.models.build import build_from_config
-from sagan_tf.training.ema import WeightAverage
-from sagan_tf.training.step import TrainStep, make_optimizers
+from sagan_tf.training.components import build_components
 
 BATCH = 4
 Z_DIM = 16
@@ -28,24 +28,20 @@ OPTIMIZER = configs.OptimizerConfig(g_learning_rate=1e-2, d_learning_rate=1e-2, 
 ATOL, RTOL = 1e-5, 1e-4
 
 
-class FixedInputs(TrainStep):
-  """TrainStep whose z and fake labels come from fixed global arrays.
+def fixed_noise(z, labels):
+  """A TrainStep noise_fn: replica r takes rows [r b, (r + 1) b) of the same global z and labels.
 
-  The real step draws them from per-replica random streams, which differ
-  between strategies; here replica r takes rows [r b, (r + 1) b) of the same
-  global arrays, so one device and two replicas see the same global batch.
+  The default noise comes from per-replica random streams, which differ
+  between strategies; with this one, one device and two replicas see the
+  same global batch.
   """
+  z, labels = tf.constant(z), tf.constant(labels)
 
-  def __init__(self, *args, z, labels, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.fixed_z = tf.constant(z)
-    self.fixed_labels = tf.constant(labels)
-
-  def _sample_inputs(self, batch_size):
+  def noise(batch_size):
     replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
     start = replica * tf.cast(batch_size, tf.int32)
-    stop = start + tf.cast(batch_size, tf.int32)
-    return self.fixed_z[start:stop], self.fixed_labels[start:stop]
+    return z[start:start + batch_size], labels[start:start + batch_size]
+  return noise
 
 
 @pytest.fixture(scope="module")
@@ -70,45 +66,34 @@ def inputs():
       real_labels=np.array([2, 0, 1, 0], np.int32))
 
 
-def make_step(strategy, train_config, initial, z=None, labels=None, ema_decay=0.0,
-              ema_start_step=0):
-  """Models with the `initial` weights, optimizers and a TrainStep, all in `strategy`'s scope."""
+def make_step(strategy, train_config, initial, z=None, labels=None, runtime=None):
+  """The TrainStep train.py builds (`build_components`), with the `initial` weights."""
+  config = configs.ExperimentConfig(model=MODEL, optimizer=OPTIMIZER, train=train_config,
+                                    runtime=runtime or configs.RuntimeConfig())
+  noise_fn = None if z is None else fixed_noise(z, labels)
+  parts = build_components(config, strategy, noise_fn=noise_fn)
   with strategy.scope():
-    generator, discriminator = build_from_config(MODEL)
-    for variable, value in zip(generator.variables + discriminator.variables, initial):
+    for variable, value in zip(parts.generator.variables + parts.discriminator.variables, initial):
       variable.assign(value)
-    g_optimizer, d_optimizer = make_optimizers(OPTIMIZER)
-    g_optimizer.build(generator.trainable_variables)
-    d_optimizer.build(discriminator.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    rng = tf.random.Generator.from_seed(3)
-    ema = None
-    if ema_decay:
-      average, _ = build_from_config(MODEL)
-      ema = WeightAverage(generator, average, ema_decay, ema_start_step)
-      ema.copy()
-    args = (generator, discriminator, g_optimizer, d_optimizer, strategy, train_config, rng, step)
-    if z is None:
-      train_step = TrainStep(*args, ema=ema)
-    else:
-      train_step = FixedInputs(*args, ema=ema, z=z, labels=labels)
-  return train_step
+    if parts.ema is not None:
+      parts.ema.copy()
+  return parts.train_step
 
 
 def values(models):
   return [v.numpy() for model in models for v in model.variables]
 
 
-def one_iteration(strategy, inputs, g_first):
+def one_iteration(strategy, inputs, g_first, runtime=None):
   """Weights of G and D and the metrics after TrainStep.loop(num_steps=1) on the fixed batch."""
   train_config = configs.TrainConfig(batch_size=BATCH, g_first=g_first)
-  train_step = make_step(strategy, train_config, inputs.initial, inputs.z, inputs.labels)
+  train_step = make_step(strategy, train_config, inputs.initial, inputs.z, inputs.labels, runtime)
   # Mirrored splits each global batch of the dataset into one slice per replica.
   dataset = tf.data.Dataset.from_tensors((inputs.images, inputs.real_labels)).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  per_replica_batch = tf.constant(BATCH // strategy.num_replicas_in_sync)
-  metrics = train_step.loop(iterator, tf.constant(1), per_replica_batch)
+  metrics = train_step.loop(iterator, tf.constant(1))
   return types.SimpleNamespace(
+      step=train_step,
       generator=values([train_step.generator]), discriminator=values([train_step.discriminator]),
       names=[v.path for v in train_step.generator.variables + train_step.discriminator.variables],
       trainable=[v.trainable for v in train_step.generator.variables] +
@@ -177,8 +162,14 @@ def max_change(after, before, trainable=None):
   return max(float(np.abs(a - b).max()) for a, b, t in zip(after, before, trainable) if t)
 
 
-def test_mirrored_step_equals_one_device_step(inputs, one_device_d_first, mirrored_strategy):
-  mirrored = one_iteration(mirrored_strategy, inputs, g_first=False)
+@pytest.fixture(scope="module")
+def mirrored_d_first(inputs):
+  strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+  return one_iteration(strategy, inputs, g_first=False)
+
+
+def test_mirrored_step_equals_one_device_step(inputs, one_device_d_first, mirrored_d_first):
+  mirrored = mirrored_d_first
   one = one_device_d_first
   n_g = len(one.generator)
   # The comparison means something only if the step moved the trainable
@@ -234,16 +225,14 @@ def long_run(inputs):
   strategy = tf.distribute.OneDeviceStrategy("CPU:0")
   train_config = configs.TrainConfig(batch_size=BATCH, d_steps=2, ema_decay=EMA_DECAY,
                                      ema_start_step=EMA_START)
-  train_step = make_step(strategy, train_config, inputs.initial, ema_decay=EMA_DECAY,
-                         ema_start_step=EMA_START)
+  train_step = make_step(strategy, train_config, inputs.initial)
   dataset = tf.data.Dataset.range(1_000_000).map(indexed_batch)
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  per_replica_batch = tf.constant(BATCH)
   generator = train_step.generator
   history = [[v.numpy() for v in generator.trainable_variables]]
   steps = []
   for _ in range(SINGLE_STEPS):
-    train_step.loop(iterator, tf.constant(1), per_replica_batch)
+    train_step.loop(iterator, tf.constant(1))
     history.append([v.numpy() for v in generator.trainable_variables])
     steps.append(int(train_step.step.numpy()))
   average = train_step.ema.average
@@ -253,7 +242,7 @@ def long_run(inputs):
       ema_state=[v.numpy() for v in average.non_trainable_variables],
       source_state=[v.numpy() for v in generator.non_trainable_variables],
       traces_after_first=train_step.loop.experimental_get_tracing_count())
-  train_step.loop(iterator, tf.constant(2), per_replica_batch)
+  train_step.loop(iterator, tf.constant(2))
   result.final_step = int(train_step.step.numpy())
   result.traces = train_step.loop.experimental_get_tracing_count()
   result.g_updates = int(train_step.g_optimizer.iterations.numpy())
@@ -307,3 +296,32 @@ def test_ema_is_the_closed_form_average_of_the_recorded_weights(long_run):
   # Non-trainable state (moving statistics, spectral-norm u) is copied.
   for actual, wanted in zip(long_run.ema_state, long_run.source_state):
     np.testing.assert_array_equal(actual, wanted)
+
+
+def test_replicas_hold_identical_copies_of_every_variable(mirrored_d_first):
+  # u, sigma, BN statistics, optimizer counters and slots, the step counter are
+  # written replica-locally (aggregation NONE): equal copies prove the writes agree.
+  step = mirrored_d_first.step
+  variables = (step.generator.variables + step.discriminator.variables +
+               list(step.g_optimizer.variables) + list(step.d_optimizer.variables) + [step.step])
+  local_kinds = 0
+  for variable in variables:
+    variable = getattr(variable, "value", variable)  # Keras variable -> tf.Variable
+    copies = [c.numpy() for c in step.strategy.experimental_local_results(variable)]
+    assert len(copies) == 2, variable.name
+    np.testing.assert_array_equal(copies[0], copies[1], err_msg=variable.name)
+    local_kinds += variable.aggregation == tf.VariableAggregation.NONE
+  assert int(step.step.numpy()) == 1
+  assert int(step.d_optimizer.iterations.numpy()) == 1
+  assert local_kinds == len(variables)
+
+
+def test_xla_replica_function_equals_the_plain_one(inputs, one_device_d_first):
+  xla = one_iteration(tf.distribute.OneDeviceStrategy("CPU:0"), inputs, g_first=False,
+                      runtime=configs.RuntimeConfig(jit_compile=True))
+  assert xla.step.replica_fn.experimental_get_tracing_count() == 1
+  one = one_device_d_first
+  assert_weights_close(xla.generator + xla.discriminator, one.generator + one.discriminator,
+                       one.names)
+  for name, value in one.metrics.items():
+    assert xla.metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
