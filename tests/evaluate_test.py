@@ -255,3 +255,15 @@ def test_real_statistics_are_cached(monkeypatch, tmp_path):
   assert first["pool_3"].shape == (40, 16)
   assert any("cached" in line for line in logs)
   assert os.listdir(tmp_path / "stats")
+
+
+def test_classifier_cache_follows_use_cache(monkeypatch, tmp_path):
+  monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path))
+  logs = []
+  kwargs = dict(image_size=32, num_classes=10, train_examples=64, epochs=1, log=logs.append)
+  evaluation.load_or_train_classifier("animal_mnist", use_cache=False, **kwargs)
+  assert not (tmp_path / "classifiers").exists()
+  _, first = evaluation.load_or_train_classifier("animal_mnist", **kwargs)
+  _, second = evaluation.load_or_train_classifier("animal_mnist", **kwargs)
+  assert os.path.isfile(first["path"]) and second == first
+  assert sum("cached classifier" in line for line in logs) == 1

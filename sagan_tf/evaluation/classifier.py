@@ -67,12 +67,13 @@ def _read_training_images(dataset, *, image_size, num_classes, train_examples, d
 
 def load_or_train_classifier(dataset, *, image_size, num_classes, data_dir=None, split="train",
                              train_examples=10000, epochs=3, heldout_fraction=0.1, seed=0,
-                             batch_size=64, log=None):
+                             batch_size=64, use_cache=True, log=None):
   """The `cls` judge: a small CNN trained on real images, cached per data set and settings.
 
   The first `heldout_fraction` of `train_examples` seeded-shuffled real
   examples is held out; the classifier's accuracy there is the reference
-  the class-consistency of generated images is read against.
+  the class-consistency of generated images is read against. With
+  `use_cache=False` the cache is neither read nor written.
 
   Returns:
     (model, info): a Keras model from [-1, 1] images to logits, and a dict
@@ -84,7 +85,7 @@ def load_or_train_classifier(dataset, *, image_size, num_classes, data_dir=None,
   directory = os.path.join(cache.cache_dir(cache.CLASSIFIERS_DIR), key)
   model_path = os.path.join(directory, "classifier.keras")
   info_path = os.path.join(directory, "info.json")
-  if os.path.isfile(model_path) and os.path.isfile(info_path):
+  if use_cache and os.path.isfile(model_path) and os.path.isfile(info_path):
     with open(info_path) as f:
       info = json.load(f)
     log(f"cls: cached classifier {model_path} (held-out accuracy {info['heldout_accuracy']:.4f})")
@@ -100,8 +101,9 @@ def load_or_train_classifier(dataset, *, image_size, num_classes, data_dir=None,
           "num_heldout": int(num_heldout), "epochs": int(epochs), "path": model_path}
   log(f"cls: trained a classifier on {info['num_train']} real images for {epochs} epochs in "
       f"{time.monotonic() - started:.0f}s: held-out accuracy {accuracy:.4f}")
-  os.makedirs(directory, exist_ok=True)
-  model.save(model_path)
-  with open(info_path, "w") as f:
-    json.dump(info, f, indent=2, sort_keys=True)
+  if use_cache:
+    os.makedirs(directory, exist_ok=True)
+    model.save(model_path)
+    with open(info_path, "w") as f:
+      json.dump(info, f, indent=2, sort_keys=True)
   return model, info

@@ -184,7 +184,7 @@ def _measure(options, metrics, sampler, dataset, data_dir, inception, inception_
     classifier, classifier_info = classifier_lib.load_or_train_classifier(
         dataset, image_size=sampler.image_size, num_classes=sampler.num_classes, data_dir=data_dir,
         split=options.split, train_examples=options.cls_train_examples, epochs=options.cls_epochs,
-        seed=options.seed, log=log)
+        seed=options.seed, use_cache=options.use_cache, log=log)
   rng = np.random.default_rng(options.seed)
   z = sampling.sample_noise(rng, options.num_samples, sampler.z_dim, options.truncation)
   labels = sampling.balanced_labels(rng, options.num_samples, sampler.num_classes)
