@@ -221,7 +221,7 @@ def test_attention_sheet_puts_the_heat_on_the_attended_key():
   assert tuple(sheet[2 + 2, 2 + 4]) == (0, 255, 0) and tuple(sheet[2 + 2, 36 + 4]) == (0, 255, 0)
 
 
-def test_make_grid_and_table():
+def test_image_grid_and_table():
   images = np.zeros((5, 4, 4, 3), np.uint8)
   grid = samples.image_grid(images, columns=3)
   assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3) and grid[0, 0, 0] == 255 and grid[2, 2, 0] == 0
