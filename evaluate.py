@@ -13,6 +13,7 @@ weights come from --inception_path, $SAGAN_TF_INCEPTION or the cache that
 `python tools/fetch_inception.py` fills. Errors print one line and exit 2.
 """
 
+import functools
 import os
 import sys
 
@@ -177,14 +178,19 @@ def main(argv):
       saved_model=FLAGS.saved_model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
       split=FLAGS.split, num_samples=FLAGS.num_samples, batch_size=FLAGS.batch_size,
       metrics=metrics, metrics_explicit=FLAGS["metrics"].present, inception_path=FLAGS.inception_path,
-      inception_standin=FLAGS.inception_standin, is_splits=FLAGS.is_splits,
+      is_splits=FLAGS.is_splits,
       kid_subsets=FLAGS.kid_subsets, kid_subset_size=FLAGS.kid_subset_size,
       truncation=FLAGS.truncation, use_ema=FLAGS.use_ema, output_dir=FLAGS.output_dir,
       seed=FLAGS.seed, sheets=FLAGS.sheets, attention_pixels=pixels,
       cls_train_examples=FLAGS.cls_train_examples, cls_epochs=FLAGS.cls_epochs,
       use_cache=FLAGS.cache)
+  feature_network = None
+  if FLAGS.inception_standin:
+    # The test-only network lives in tests/, next to this file; the library never imports it.
+    from tests import standin_inception
+    feature_network = functools.partial(standin_inception.load_standin, FLAGS.inception_standin)
   try:
-    report = evaluation.run_evaluation(options)
+    report = evaluation.run_evaluation(options, feature_network=feature_network)
   except (evaluation.EvaluationError, run_dir.RunDirError, export.ExportError,
           data.DataError) as error:
     _fail(error)

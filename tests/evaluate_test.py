@@ -14,9 +14,11 @@ import tensorflow as tf
 
 from sagan_tf import evaluation
 from sagan_tf import export
+from sagan_tf import samples
 from sagan_tf.configs.experiment import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training import run_dir
+from tests import standin_inception
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "evaluate.py")
@@ -219,9 +221,9 @@ def test_attention_sheet_puts_the_heat_on_the_attended_key():
   assert tuple(sheet[2 + 2, 2 + 4]) == (0, 255, 0) and tuple(sheet[2 + 2, 36 + 4]) == (0, 255, 0)
 
 
-def test_make_grid_and_table():
+def test_image_grid_and_table():
   images = np.zeros((5, 4, 4, 3), np.uint8)
-  grid = evaluation.make_grid(images, columns=3)
+  grid = samples.image_grid(images, columns=3)
   assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3) and grid[0, 0, 0] == 255 and grid[2, 2, 0] == 0
   table = evaluation.format_table({"fid": 12.5, "is_mean": 3.0, "is_std": 0.1, "cls_accuracy": 0.5,
                                    "cls_real_accuracy": 0.9})
@@ -241,7 +243,7 @@ def test_progress_reports_rate_and_eta():
 
 def test_real_statistics_are_cached(monkeypatch, tmp_path):
   monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path))
-  network, info = evaluation.load_feature_network(standin=16, batch_size=32)
+  network, info = standin_inception.load_standin(16, batch_size=32)
   logs = []
   kwargs = dict(image_size=32, num_samples=40, batch_size=16, inception=network,
                 inception_info=info, need_features=True, log=logs.append)
@@ -253,3 +255,15 @@ def test_real_statistics_are_cached(monkeypatch, tmp_path):
   assert first["pool_3"].shape == (40, 16)
   assert any("cached" in line for line in logs)
   assert os.listdir(tmp_path / "stats")
+
+
+def test_classifier_cache_follows_use_cache(monkeypatch, tmp_path):
+  monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path))
+  logs = []
+  kwargs = dict(image_size=32, num_classes=10, train_examples=64, epochs=1, log=logs.append)
+  evaluation.load_or_train_classifier("animal_mnist", use_cache=False, **kwargs)
+  assert not (tmp_path / "classifiers").exists()
+  _, first = evaluation.load_or_train_classifier("animal_mnist", **kwargs)
+  _, second = evaluation.load_or_train_classifier("animal_mnist", **kwargs)
+  assert os.path.isfile(first["path"]) and second == first
+  assert sum("cached classifier" in line for line in logs) == 1

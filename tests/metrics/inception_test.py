@@ -150,4 +150,5 @@ def test_features_match_torchscript_reference(network, size):
   expected = reference[f"pool_3_{size}"]
   assert features.shape == expected.shape and features.dtype == np.float32
   error = np.abs(features - expected).max() / np.abs(expected).max()
-  assert error < 1e-4, f"max error {error:.2e} relative to the largest feature"
+  # Measured: 1.04e-6 at both sizes (1.5e-6 with jit_compile=True); docs/inception.md.
+  assert error < 5e-6, f"max error {error:.2e} relative to the largest feature"
