@@ -119,3 +119,20 @@ def test_config_round_trip_and_tf_function(rng):
 def test_fewer_than_eight_channels_raise_value_error():
   with pytest.raises(ValueError, match="8 channels"):
     SelfAttention().build((2, 8, 8, 4))
+
+
+def test_float16_logits_that_overflow_float16_stay_finite(rng, np_ref):
+  # Logits of ~1e5 exceed float16's 65504; the block computes them in float32.
+  layer = SelfAttention(dtype="mixed_float16")
+  layer.build(SHAPE)
+  x = (rng.normal(size=SHAPE) * 150.0).astype(np.float32)
+  _, attention = layer(x, training=False, return_attention=True)
+  assert attention.dtype == tf.float32
+  attention = attention.numpy()
+  assert np.all(np.isfinite(attention))
+  np.testing.assert_allclose(attention.sum(axis=-1), 1.0, atol=1e-5)
+  # The same logits in float16 overflow: the test input is really out of range.
+  batch, height, width, channels = x.shape
+  kernel, _, _ = np_ref.sn_kernel(layer.theta)
+  theta = np.einsum("bhwc,cd->bhwd", x, kernel[0, 0]).reshape(batch, -1, channels // 8)
+  assert np.max(np.abs(np.einsum("bnc,bnc->bn", theta, theta))) > 65504

@@ -285,3 +285,26 @@ def test_mirrored_discriminator_step_equals_single_device(mirrored_strategy, per
   for ours, theirs in zip(mirrored.non_trainable_variables, single.non_trainable_variables):
     for local in per_replica.local(mirrored_strategy, ours):
       np.testing.assert_allclose(local, theirs.numpy(), rtol=1e-5, atol=1e-6, err_msg=ours.path)
+
+
+def test_float16_discriminator_projects_in_float32(rng, np_ref):
+  # Under mixed_float16 the blocks run in float16; the sum pooling, the linear
+  # layer and the class projection must run in float32: a float16 dot
+  # product would be off by ~1e-3 relative, far outside the tolerance.
+  _, discriminator = build_sagan(32, NUM_CLASSES, width=2, dtype="mixed_float16")
+  randomize(discriminator.d_sn_linear.weights + discriminator.d_embedding.weights, rng)
+  _, labels, images = inputs(rng)
+  h = images
+  for index, block in enumerate(discriminator.blocks):
+    h = block(h, training=False)
+    if index == discriminator._attention_after:
+      h = discriminator.attention(h, training=False)
+  assert h.dtype == tf.float16
+  h = np.maximum(np.asarray(h, np.float64), 0.0).sum(axis=(1, 2))
+  kernel, _, _ = np_ref.sn_kernel(discriminator.d_sn_linear)
+  embedding, _, _ = np_ref.sn_kernel(discriminator.d_embedding)
+  expected = ((h @ kernel)[:, 0] + discriminator.d_sn_linear.layer.bias.numpy()[0]
+              + np.sum(embedding[labels] * h, axis=1))
+  logits = discriminator(images, labels, training=False)
+  assert logits.dtype == tf.float32
+  np.testing.assert_allclose(logits, expected, rtol=2e-6, atol=1e-6)

@@ -163,9 +163,8 @@ def max_change(after, before, trainable=None):
 
 
 @pytest.fixture(scope="module")
-def mirrored_d_first(inputs):
-  strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-  return one_iteration(strategy, inputs, g_first=False)
+def mirrored_d_first(inputs, mirrored_strategy):
+  return one_iteration(mirrored_strategy, inputs, g_first=False)
 
 
 def test_mirrored_step_equals_one_device_step(inputs, one_device_d_first, mirrored_d_first):
@@ -306,7 +305,8 @@ def test_replicas_hold_identical_copies_of_every_variable(mirrored_d_first):
                list(step.g_optimizer.variables) + list(step.d_optimizer.variables) + [step.step])
   local_kinds = 0
   for variable in variables:
-    variable = getattr(variable, "value", variable)  # Keras variable -> tf.Variable
+    if isinstance(variable, keras.Variable):
+      variable = variable.value  # The tf.Variable behind a Keras variable.
     copies = [c.numpy() for c in step.strategy.experimental_local_results(variable)]
     assert len(copies) == 2, variable.name
     np.testing.assert_array_equal(copies[0], copies[1], err_msg=variable.name)
@@ -325,3 +325,30 @@ def test_xla_replica_function_equals_the_plain_one(inputs, one_device_d_first):
                        one.names)
   for name, value in one.metrics.items():
     assert xla.metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+def test_float16_overflow_on_one_replica_is_skipped_by_every_replica(inputs, mirrored_strategy):
+  # Replica 1's real images overflow float16 (65504): its D gradients are NaN,
+  # replica 0's are finite. Keras' loss-scale optimizer alone would take
+  # replica 0's verdict and apply the NaN-summed gradients everywhere.
+  train_config = configs.TrainConfig(batch_size=BATCH, g_first=False)
+  step = make_step(mirrored_strategy, train_config, inputs.initial, inputs.z, inputs.labels,
+                   configs.RuntimeConfig(mixed_precision="float16"))
+  images = inputs.images.copy()
+  images[BATCH // 2:] = 1e5
+  dataset = tf.data.Dataset.from_tensors((images, inputs.real_labels)).repeat()
+  iterator = iter(mirrored_strategy.experimental_distribute_dataset(dataset))
+  scale_before = float(step.d_optimizer.dynamic_scale.numpy())
+  step.loop(iterator, tf.constant(1))
+  n_g = len(step.generator.variables)
+  for variable, initial in zip(step.discriminator.trainable_variables,
+                               [v for v, var in zip(inputs.initial[n_g:],
+                                                    step.discriminator.variables) if var.trainable]):
+    for copy in mirrored_strategy.experimental_local_results(variable.value):
+      np.testing.assert_array_equal(copy.numpy(), initial, err_msg=variable.path)
+  scales = [float(c.numpy()) for c in
+            mirrored_strategy.experimental_local_results(step.d_optimizer.dynamic_scale.value)]
+  assert scales == [scale_before / 2] * 2
+  counters = [int(c.numpy()) for c in mirrored_strategy.experimental_local_results(
+      step.d_optimizer.inner_optimizer.iterations.value)]
+  assert counters == [0, 0]
