@@ -10,9 +10,11 @@ interpolation.png, attention.png) to --output_dir, by default
 progress on stderr. Real-image statistics are cached in
 $SAGAN_TF_CACHE/stats (default ~/.cache/sagan_tf/stats). The Inception
 weights come from --inception_path, $SAGAN_TF_INCEPTION or the cache that
-`python tools/fetch_inception.py` fills. Errors print one line and exit 2.
+`python tools/fetch_inception.py` fills. Errors print one line and exit 2
+(4 when a file cannot be written: disk full).
 """
 
+import errno
 import os
 import sys
 
@@ -65,9 +67,9 @@ flags.DEFINE_integer("cls_epochs", 3, "Epochs of the cls classifier.")
 flags.DEFINE_bool("cache", True, "Read and write cached real statistics and classifiers.")
 
 
-def _fail(message):
+def _fail(message, status=2):
   print(f"evaluate.py: error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def _parse_flags(argv):
@@ -138,6 +140,12 @@ def check_flags(values):
   # remote file systems (gs://...) are checked when the model loads.
   if "://" not in model_dir:
     _check_model_dir(values, model_dir, flag)
+  dataset = values.dataset or ""
+  if dataset.startswith("folder:") and "://" not in dataset:
+    root = os.path.expanduser(dataset[len("folder:"):])
+    if not os.path.isdir(root):
+      what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+      raise ValueError(f"--dataset={dataset}: image folder {root!r} {what}")
   if values.inception_standin < 0:
     raise ValueError(f"--inception_standin must be >= 0, got {values.inception_standin}")
   for name in ("num_samples", "batch_size", "is_splits", "kid_subsets", "cls_train_examples",
@@ -183,14 +191,21 @@ def main(argv):
       seed=FLAGS.seed, sheets=FLAGS.sheets, attention_pixels=pixels,
       cls_train_examples=FLAGS.cls_train_examples, cls_epochs=FLAGS.cls_epochs,
       use_cache=FLAGS.cache)
+  from sagan_tf import storage
   try:
     report = evaluation.run_evaluation(options)
   except (evaluation.EvaluationError, run_dir.RunDirError, export.ExportError,
           data.DataError) as error:
     _fail(error)
+  except storage.WriteError as error:
+    _fail(error, storage.EXIT_WRITE_FAILED)
   except OSError as error:
     # An unwritable --output_dir or cache, a file that vanished: name the file.
     where = f"{error.filename}: " if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+      directory = os.path.dirname(str(error.filename or "")) or "."
+      _fail(f"cannot write {where}{error.strerror} ({storage.free_space(directory)})",
+            storage.EXIT_WRITE_FAILED)
     _fail(f"{where}{error.strerror or error}")
   print(evaluation.format_table(report["metrics"]))
   if report["config"]["inception"] and report["config"]["inception"]["source"] == "standin":

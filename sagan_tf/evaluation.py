@@ -809,6 +809,10 @@ def run_evaluation(options, log=None):
         split=options.split, train_examples=options.cls_train_examples, epochs=options.cls_epochs,
         seed=options.seed, log=log)
 
+  if any(m in metrics for m in ("fid", "kid", "pr")):
+    # The real images are read after the generated ones: check that they
+    # exist (and decode, for a folder) before the expensive generation.
+    data.get_dataset_info(dataset, data_dir, options.split)
   rng = np.random.default_rng(options.seed)
   z = sample_noise(rng, options.num_samples, sampler.z_dim, options.truncation)
   labels = balanced_labels(rng, options.num_samples, sampler.num_classes)
@@ -855,7 +859,9 @@ def run_evaluation(options, log=None):
       "elapsed_seconds": round(time.monotonic() - started, 2),
   }
   path = os.path.join(output_dir, METRICS_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  from sagan_tf import storage  # pylint: disable=g-import-not-at-top
+  with storage.writing(METRICS_FILE, output_dir, lambda: storage.remove_quietly(path + ".tmp")):
+    with open(path + ".tmp", "w") as f:
+      json.dump(report, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
   return report
