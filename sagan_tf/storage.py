@@ -10,6 +10,7 @@ directory and its free space. train.py and evaluate.py exit with
 
 import contextlib
 import os
+import re
 import shutil
 
 # The exit status of train.py and evaluate.py when a file cannot be written.
@@ -50,10 +51,12 @@ def describe(error):
   """The reason of a write failure in a few words: 'No space left on device', ..."""
   if isinstance(error, OSError) and error.strerror:
     return error.strerror
-  lines = str(error).strip().splitlines()
+  lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
   text = lines[0] if lines else type(error).__name__
-  # TensorFlow's messages end with the OS reason after the file name.
-  return text.rsplit("; ", 1)[-1] if "; " in text else text
+  # Eager op errors add "[Op:SaveV2]" and "{{function_node ...}}"; the OS
+  # reason comes after the file name.
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", text)
+  return (text.rsplit("; ", 1)[-1] if "; " in text else text) or type(error).__name__
 
 
 def remove_quietly(path):

@@ -30,14 +30,16 @@ class Bounds:
     below = value < self.high if self.high_open else value <= self.high
     return above and below
 
-  def describe(self):
-    """'positive', '>= 0', 'in [0, 1)', ...: what a refused value is told."""
-    if self.low == 0 and self.low_open and not self.high_open:
-      return "positive" + ("" if self.high == math.inf else f" and at most {_format(self.high)}")
-    if self.high == math.inf:
-      return f"{'>' if self.low_open else '>='} {_format(self.low)}"
-    return (f"in {'(' if self.low_open else '['}{_format(self.low)}, {_format(self.high)}"
-            f"{')' if self.high_open else ']'}")
+  def describe(self, value):
+    """What a refused `value` is told: 'positive', 'at most 4096', 'in [0, 1)', ..."""
+    if self.high_open or (self.low > -math.inf and not self.low_open and self.high <= 2**32):
+      return (f"in {'(' if self.low_open else '['}{_format(self.low)}, {_format(self.high)}"
+              f"{')' if self.high_open else ']'}")
+    if value > self.low if self.low_open else value >= self.low:
+      return f"{'<' if self.high_open else 'at most'} {_format(self.high)}"
+    if self.low == 0 and self.low_open:
+      return "positive"
+    return f"{'>' if self.low_open else '>='} {_format(self.low)}"
 
 
 def _format(number):
@@ -83,7 +85,7 @@ def check_fields(section, section_name):
         _require(math.isfinite(value), f"{key} must be a finite number, got {value!r}")
       bounds = field.metadata.get("bounds")
       _require(bounds is not None, f"{key}: numeric config fields need bounds (use _number)")
-      _require(bounds.contains(value), f"{key} must be {bounds.describe()}, got {value!r}")
+      _require(bounds.contains(value), f"{key} must be {bounds.describe(value)}, got {value!r}")
     elif kind is str or field.default is None:
       _require(isinstance(value, str) or (field.default is None and value is None),
                f"{key} must be a string, got {value!r}")

@@ -1,5 +1,6 @@
 """Image folders laid out as one sub-folder per class: listing, decoding and checking the files."""
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -145,6 +146,31 @@ def find_bad_images(paths):
   """
   if not paths:
     return []
+  with _quiet_stderr():
+    return _find_bad_images(paths)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Silences file descriptor 2: libjpeg prints its own lines there for every bad JPEG.
+
+  Our one line per scan names the files instead.
+  """
+  try:
+    saved = os.dup(2)
+  except OSError:
+    yield
+    return
+  try:
+    with open(os.devnull, "wb") as devnull:
+      os.dup2(devnull.fileno(), 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def _find_bad_images(paths):
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string)).enumerate()
   # The shape is returned so that the decode is not pruned away.
   ds = ds.map(lambda index, path: (index, tf.reduce_prod(tf.shape(decode_image_file(path)))),
