@@ -376,11 +376,11 @@ def _export(trainer, model_dir, info, config):
     if local and os.path.exists(leftover):
       shutil.rmtree(leftover)
   from sagan_tf import storage  # pylint: disable=g-import-not-at-top
-  previous = "the previous export is intact" if tf_exists(path) else "nothing was exported"
+  previous = "the previous export is intact" if _tf_exists(path) else "nothing was exported"
   with storage.writing("the exported generator", model_dir,
                        (lambda: storage.remove_quietly(target)) if local else None,
-                       f"removed the partial export; {previous} and the checkpoints too; free "
-                       "some space and run the same command to export"):
+                       f"removed the partial export; {previous}; the checkpoints are intact; "
+                       "free some space and run the same command to export"):
     export.export_generator(trainer.sample_generator, target, step=int(trainer.step.numpy()),
                             class_names=list(info.class_names)[:config.model.num_classes],
                             ema=config.train.ema_decay > 0, dataset=config.data.dataset)
@@ -393,7 +393,7 @@ def _export(trainer, model_dir, info, config):
   return path
 
 
-def tf_exists(path):
+def _tf_exists(path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.io.gfile.exists(path)
 
@@ -529,9 +529,17 @@ def main(argv):
     _fail(error, EXIT_DIVERGED)
   except storage.WriteError as error:
     _fail(error, storage.EXIT_WRITE_FAILED)
-  except tf.errors.ResourceExhaustedError as error:
-    # Outside the training chunks: building, tracing, the first samples.
-    _fail(trainer_lib.out_of_memory_message(error, config), EXIT_FAILED)
+  except (OSError, tf.errors.OpError) as error:
+    # A write outside `storage.writing` (e.g. the summary writer closing on
+    # a full disk; TensorFlow reports ENOSPC as ResourceExhaustedError).
+    if storage.is_write_failure(error):
+      _fail(f"cannot write to {FLAGS.model_dir}: {storage.describe(error)} "
+            f"({storage.free_space(FLAGS.model_dir)}); the checkpoints are intact; free some "
+            "space and run the same command to resume", storage.EXIT_WRITE_FAILED)
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+      # Outside the training chunks: building, tracing, the first samples.
+      _fail(trainer_lib.out_of_memory_message(error, config), EXIT_FAILED)
+    raise
   except (ValueError, data.DataError, trainer_lib.TrainingError) as error:
     if created:
       _remove_new_run_dir(model_dir)

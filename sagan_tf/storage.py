@@ -9,6 +9,7 @@ directory and its free space. train.py and evaluate.py exit with
 """
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -57,6 +58,18 @@ def describe(error):
   # reason comes after the file name.
   text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", text)
   return (text.rsplit("; ", 1)[-1] if "; " in text else text) or type(error).__name__
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_WRITE_REASONS = re.compile(r"No space left on device|Disk quota exceeded|File too large|"
+                            r"Read-only file system")
+
+
+def is_write_failure(error):
+  """Whether an OSError or OpError raised outside `writing` is a failed write (disk full, ...)."""
+  if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+    return True
+  return bool(_WRITE_REASONS.search(str(error))) and "OOM when allocating" not in str(error)
 
 
 def remove_quietly(path):
