@@ -246,8 +246,8 @@ def out_of_memory_message(error, config, step=None):
   tensor = f" (a tensor of shape [{shape.group(1)}])" if shape else ""
   when = f" after step {step}" if step is not None else " while building or tracing the model"
   train, model = config.train, config.model
-  return (f"out of memory on {where}{when}{tensor}: the batch of train.batch_size={train.batch_size}"
-          f" images at {model.image_size}x{model.image_size} with model widths g_width="
+  return (f"out of memory on {where}{when}{tensor}: the batch of "
+          f"train.batch_size={train.batch_size} images at {model.image_size}x{model.image_size} with model widths g_width="
           f"{model.g_width}, d_width={model.d_width} does not fit; lower --batch_size (or "
           "model.g_width / model.d_width), or use more devices (--strategy=mirrored); the "
           "checkpoints are intact")

@@ -26,7 +26,7 @@ from sagan_tf import export
 from sagan_tf.configs.experiment import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training import run_dir
-from tests.reliability import EVALUATE, REPO, TRAIN, digests, env, program_lines
+from tests.reliability import EVALUATE, REPO, TINY, TRAIN, digests, env, program_lines
 
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 PROGRAMS = {"train": [TRAIN], "evaluate": [EVALUATE],
@@ -456,8 +456,23 @@ def test_bad_input_fails_with_one_line(name, workspace):
         os.path.join(REPO, model_dir))
 
 
+@pytest.mark.slow
+def test_bad_images_skipped_with_a_count_when_asked(workspace):
+  model_dir = os.path.join(workspace["root"], "runs", "skipping")
+  root = workspace["bad_several"]
+  result = subprocess.run(
+      [sys.executable, TRAIN, f"--dataset=folder:{root}", f"--model_dir={model_dir}",
+       "--override=data.skip_bad_images=true", "--train_steps=2", "--override=model.image_size=32",
+       *TINY], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(rf"skipped 3 image\(s\) TensorFlow cannot decode \(data.skip_bad_images=true\), "
+                   rf"e.g. {re.escape(root)}/ant/1.jpg: InvalidArgumentError: Input is empty.; "
+                   r"training on the other 3", result.stdout), result.stdout[-3000:]
+  assert run_dir.latest_checkpoint(model_dir).endswith("ckpt-2")
+
+
 def test_the_table_is_large_enough():
-  assert len(ROWS) >= 30
+  assert len(ROWS) >= 90
   assert {row.program for row in ROWS.values()} == set(PROGRAMS)
 
 

@@ -93,7 +93,8 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(copy_of):
   model_dir, checkpoints = copy_of()
   for step in (2, 4):
     garble(os.path.join(checkpoints, f"ckpt-{step}.index"))
-  before = {name: os.path.getsize(os.path.join(checkpoints, name)) for name in os.listdir(checkpoints)}
+  before = {name: os.path.getsize(os.path.join(checkpoints, name))
+            for name in os.listdir(checkpoints)}
   with pytest.raises(trainer_lib.TrainingError, match=r"none of the 2 checkpoint\(s\) in .* can be "
                      r"read \(newest: .*\); they are left untouched; to train afresh, pass another "
                      r"--model_dir") as raised:
@@ -184,7 +185,8 @@ def test_corrupt_image_met_during_training_is_named(tmp_path):
   assert isinstance(found, data.DataError)
   assert str(found).startswith(f"{root}/bee/1.png: cannot be read as an image by TensorFlow")
   _image_folder(str(tmp_path / "good"))
-  assert train._find_undecodable_image(f"folder:{tmp_path / 'good'}") is None  # pylint: disable=protected-access
+  good = f"folder:{tmp_path / 'good'}"
+  assert train._find_undecodable_image(good) is None  # pylint: disable=protected-access
 
 
 def test_export_replaces_the_previous_one_whole(tmp_path, base_run):

@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import tensorflow as tf
 from sagan_tf import configs
 from sagan_tf.training import run_dir
 from sagan_tf.training import trainer as trainer_lib
-from tests.reliability import constant_batches, tiny_config
+from tests.reliability import REPO, TINY, TRAIN, constant_batches, env, tiny_config
 
 
 def _trainer(model_dir, logs, config):
@@ -114,3 +116,28 @@ def test_out_of_memory_message_names_what_ran_out_and_the_flag():
   assert "lower --batch_size" in message and "\n" not in message
   assert "while building" in trainer_lib.out_of_memory_message(
       tf.errors.ResourceExhaustedError(None, None, "OOM"), config)
+
+
+@pytest.mark.slow
+def test_train_py_resumes_a_run_without_ema_with_ema(tmp_path):
+  # The case: this used to say "no checkpoint can be read; move the directory away".
+  model_dir = str(tmp_path / "run")
+  args = [f"--model_dir={model_dir}", *TINY]
+  first = subprocess.run([sys.executable, TRAIN, *args, "--train_steps=2", "--ema_decay=0"],
+                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
+                         check=False)
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = subprocess.run([sys.executable, TRAIN, *args, "--train_steps=4", "--ema_decay=0.999",
+                           "--override=optimizer.d_learning_rate=1e-4"],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert second.returncode == 0, second.stderr[-3000:]
+  out = second.stdout
+  assert "resuming with a changed setting, adopted: train.ema_decay: saved 0.0, now 0.999" in out
+  assert ("resuming with a changed setting, adopted: optimizer.d_learning_rate: saved 0.0004, "
+          "now 0.0001") in out
+  assert f"resumed from {model_dir}/checkpoints/ckpt-2 at step 2" in out
+  assert "starts now as a copy of the generator, with decay 0.999" in out
+  assert "cannot be read" not in out
+  assert run_dir.read_config(model_dir).train.ema_decay == 0.999
+  assert run_dir.latest_checkpoint(model_dir).endswith("ckpt-4")
