@@ -152,6 +152,8 @@ def check_flags(values):
                "cls_epochs"):
     if getattr(values, name) <= 0:
       raise ValueError(f"--{name} must be positive, got {getattr(values, name)}")
+  if not 0 <= values.seed < 2**32:
+    raise ValueError(f"--seed must be in [0, {2**32 - 1}], got {values.seed}")
   if values.kid_subset_size < 2:
     raise ValueError(f"--kid_subset_size must be >= 2, got {values.kid_subset_size}")
   if not values.truncation >= 0.0 or values.truncation == float("inf"):

@@ -221,6 +221,8 @@ ROWS = {
         "evaluate", ["--checkpoint={run}", "--metrics=kid", "--inception_standin=8",
                      "--num_samples=8", "--dataset=folder:{corrupt}"],
         r"corrupt/bee/1.jpg: cannot be read as an image by TensorFlow", unchanged="run"),
+    "evaluate_negative_seed": Row("evaluate", ["--checkpoint={run}", "--seed=-1"],
+                                  r"--seed must be in \[0, 4294967295\], got -1"),
     "evaluate_missing_step": Row("evaluate", ["--checkpoint={run}", "--checkpoint_step=7"],
                                  r"no checkpoint for --checkpoint_step=7 .* steps there: \[2\]"),
     "missing_inception_weights": Row("evaluate", ["--checkpoint={run}", "--metrics=fid"],
