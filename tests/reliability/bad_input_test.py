@@ -57,6 +57,10 @@ ROWS = {
                                         r"has a single class; a conditional model needs two"),
     "non_image_files_only": Row("train", ["--dataset=folder:{text_only}"],
                                 r"class sub-folder .*/ant has no images with extensions"),
+    "split_of_animal_mnist": Row("train", ["--override=data.split=test"],
+                                 r"has a single split 'train', got split='test'"),
+    "fewer_classes_than_data": Row("train", ["--override=model.num_classes=3"],
+                                   r"model.num_classes=3 but animal_mnist has 10 classes"),
     # train.py: images the input pipeline's decoder (tf.io.decode_image) cannot read.
     "corrupt_jpeg": Row("train", ["--dataset=folder:{corrupt}"],
                         r"^train.py: error: .*/corrupt/bee/1.jpg: cannot be read as an image by "
@@ -78,10 +82,6 @@ ROWS = {
     "all_images_of_a_class_skipped": Row(
         "train", ["--dataset=folder:{bad_whole_class}", "--override=data.skip_bad_images=true"],
         r"class sub-folder .*bad_whole_class/bee has no image TensorFlow can decode"),
-    "split_of_animal_mnist": Row("train", ["--override=data.split=test"],
-                                 r"has a single split 'train', got split='test'"),
-    "fewer_classes_than_data": Row("train", ["--override=model.num_classes=3"],
-                                   r"model.num_classes=3 but animal_mnist has 10 classes"),
     # train.py: sizes and values.
     "zero_batch": Row("train", ["--batch_size=0"], r"train.batch_size must be positive, got 0"),
     "negative_batch": Row("train", ["--batch_size=-8"], r"train.batch_size must be positive"),
@@ -95,6 +95,12 @@ ROWS = {
                                r"model.image_size must be one of"),
     "zero_d_steps": Row("train", ["--d_steps=0"], r"train.d_steps must be positive, got 0"),
     "ema_decay_above_one": Row("train", ["--ema_decay=1.5"], r"train.ema_decay must be in \[0, 1\)"),
+    "mixed_precision_int8": Row("train", ["--mixed_precision=int8"],
+                                r"flag --mixed_precision=int8: value should be one of"),
+    "non_integer_steps": Row("train", ["--train_steps=abc"], r"flag --train_steps=abc: invalid"),
+    "negative_max_rollbacks": Row("train", ["--max_rollbacks=-1"], r"--max_rollbacks must be >= 0"),
+    "unknown_on_nan": Row("train", ["--on_nan=retry"], r"flag --on_nan=retry: value should be one"),
+    "unknown_preset": Row("train", ["--preset=huge"], r"unknown --preset='huge'"),
     # train.py: any numeric config field, non-finite or out of its range
     # (tests/configs/experiment_test.py goes through every field).
     "infinite_bn_epsilon": Row("train", ["--override=model.bn_epsilon=inf"],
@@ -119,12 +125,6 @@ ROWS = {
     "config_json_wrong_type": Row("train", ["--model_dir={wrong_type_config}"],
                                   r"config.json is not a valid config: model.g_width must be an "
                                   r"integer, got '8'", unchanged="wrong_type_config"),
-    "mixed_precision_int8": Row("train", ["--mixed_precision=int8"],
-                                r"flag --mixed_precision=int8: value should be one of"),
-    "non_integer_steps": Row("train", ["--train_steps=abc"], r"flag --train_steps=abc: invalid"),
-    "negative_max_rollbacks": Row("train", ["--max_rollbacks=-1"], r"--max_rollbacks must be >= 0"),
-    "unknown_on_nan": Row("train", ["--on_nan=retry"], r"flag --on_nan=retry: value should be one"),
-    "unknown_preset": Row("train", ["--preset=huge"], r"unknown --preset='huge'"),
     # train.py: overrides and config files.
     "override_without_value": Row("train", ["--override=model.g_width"],
                                   r"override 'model.g_width' is not of the form section.key=value"),
