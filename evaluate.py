@@ -10,10 +10,12 @@ interpolation.png, attention.png) to --output_dir, by default
 progress on stderr. Real-image statistics are cached in
 $SAGAN_TF_CACHE/stats (default ~/.cache/sagan_tf/stats). The Inception
 weights come from --inception_path, $SAGAN_TF_INCEPTION or the cache that
-`python tools/fetch_inception.py` fills. Errors print one line and exit 2.
+`python tools/fetch_inception.py` fills. Errors print one line and exit 2
+(4 when a file cannot be written: disk full).
 """
 
 import functools
+import errno
 import os
 import sys
 
@@ -66,9 +68,9 @@ flags.DEFINE_integer("cls_epochs", 3, "Epochs of the cls classifier.")
 flags.DEFINE_bool("cache", True, "Read and write cached real statistics and classifiers.")
 
 
-def _fail(message):
+def _fail(message, status=2):
   print(f"evaluate.py: error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def _parse_flags(argv):
@@ -139,12 +141,20 @@ def check_flags(values):
   # remote file systems (gs://...) are checked when the model loads.
   if "://" not in model_dir:
     _check_model_dir(values, model_dir, flag)
+  dataset = values.dataset or ""
+  if dataset.startswith("folder:") and "://" not in dataset:
+    root = os.path.expanduser(dataset[len("folder:"):])
+    if not os.path.isdir(root):
+      what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+      raise ValueError(f"--dataset={dataset}: image folder {root!r} {what}")
   if values.inception_standin < 0:
     raise ValueError(f"--inception_standin must be >= 0, got {values.inception_standin}")
   for name in ("num_samples", "batch_size", "is_splits", "kid_subsets", "cls_train_examples",
                "cls_epochs"):
     if getattr(values, name) <= 0:
       raise ValueError(f"--{name} must be positive, got {getattr(values, name)}")
+  if not 0 <= values.seed < 2**32:
+    raise ValueError(f"--seed must be in [0, {2**32 - 1}], got {values.seed}")
   if values.kid_subset_size < 2:
     raise ValueError(f"--kid_subset_size must be >= 2, got {values.kid_subset_size}")
   if not values.truncation >= 0.0 or values.truncation == float("inf"):
@@ -189,14 +199,21 @@ def main(argv):
     # The test-only network lives in tests/, next to this file; the library never imports it.
     from tests import standin_inception
     feature_network = functools.partial(standin_inception.load_standin, FLAGS.inception_standin)
+  from sagan_tf import storage
   try:
     report = evaluation.run_evaluation(options, feature_network=feature_network)
   except (evaluation.EvaluationError, run_dir.RunDirError, export.ExportError,
           data.DataError) as error:
     _fail(error)
+  except storage.WriteError as error:
+    _fail(error, storage.EXIT_WRITE_FAILED)
   except OSError as error:
     # An unwritable --output_dir or cache, a file that vanished: name the file.
     where = f"{error.filename}: " if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+      directory = os.path.dirname(str(error.filename or "")) or "."
+      _fail(f"cannot write {where}{error.strerror} ({storage.free_space(directory)})",
+            storage.EXIT_WRITE_FAILED)
     _fail(f"{where}{error.strerror or error}")
   print(evaluation.format_table(report["metrics"]))
   if report["config"]["inception"] and report["config"]["inception"]["source"] == "standin":

@@ -9,14 +9,16 @@ Flags choose the data set (which picks a preset) and the everyday knobs;
 field of sagan_tf.configs.ExperimentConfig. `--helpfull` lists all flags.
 
 SIGTERM or SIGINT saves a checkpoint and exits 0; the same command resumes.
-Exit status 2 is a usage error (one line on stderr), 3 a divergence, 1 a
-failure mid-run; docs/reliability.md has the details.
+Exit status 2 is a usage error (one line on stderr), 3 a divergence, 4 a
+file that could not be written (disk full), 1 a failure mid-run;
+docs/reliability.md has the details.
 """
 
 import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,6 +74,7 @@ flags.DEFINE_integer("max_rollbacks", 3, "Rollbacks --on_nan=rollback makes in o
 EXIT_USAGE = 2       # a bad command line, config, data set or run directory
 EXIT_DIVERGED = 3    # a NaN or Inf loss or weight (after any rollbacks)
 EXIT_FAILED = 1      # a TensorFlow error mid-run (out of memory, ...), or a crash
+# 4 (sagan_tf.storage.EXIT_WRITE_FAILED): a file could not be written (disk full, ...)
 # Logical CPU devices to split the CPU into, for multi-replica runs on machines
 # without GPUs (`--strategy=mirrored` then takes one replica per device).
 LOGICAL_CPUS_ENV = "SAGAN_TF_LOGICAL_CPUS"
@@ -79,8 +82,6 @@ LOGICAL_CPUS_ENV = "SAGAN_TF_LOGICAL_CPUS"
 TPU_TIMEOUT_ENV = "SAGAN_TF_TPU_TIMEOUT"
 TPU_TIMEOUT_DEFAULT = 600
 LOCK_FILE = ".train.lock"
-# Seconds spent looking for the undecodable image after an input error.
-_IMAGE_SCAN_SECONDS = 120
 
 
 def _fail(message, status=EXIT_USAGE):
@@ -133,8 +134,11 @@ def resolve_config(argv_flags):
     try:
       with open(argv_flags.config_file) as f:
         values = json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
       raise ValueError(f"cannot read --config_file={argv_flags.config_file}: {error}") from None
+    except RecursionError:
+      raise ValueError(f"cannot read --config_file={argv_flags.config_file}: nested too deeply "
+                       "(expected {\"section\": {\"key\": value}})") from None
     if not isinstance(values, dict):
       raise ValueError(f"--config_file={argv_flags.config_file}: expected a JSON object of "
                        f"sections, got {type(values).__name__}")
@@ -155,7 +159,19 @@ def resolve_config(argv_flags):
       overrides.append(f"{key}={value}")
   overrides += [f"runtime.strategy={argv_flags.strategy}", f"runtime.tpu={argv_flags.tpu}"]
   overrides += list(argv_flags.override)
-  return configs.apply_overrides(config, overrides), overrides
+  try:
+    return configs.apply_overrides(config, overrides), overrides
+  except ValueError as error:
+    raise ValueError(_name_the_flag(str(error), argv_flags, mapping)) from None
+
+
+def _name_the_flag(message, argv_flags, mapping):
+  """Prefixes a config error about a field a flag set (e.g. runtime.seed) with that flag."""
+  for flag_name, key in mapping.items():
+    value = getattr(argv_flags, flag_name)
+    if value is not None and message.startswith((key + " ", f"override {key}=")):
+      return f"--{flag_name}={value}: {message}"
+  return message
 
 
 def _ignore_stop_signals():
@@ -195,7 +211,13 @@ def _check_tpu_address(tpu):
 
 def _check_model_dir(model_dir):
   """Fails if `model_dir` cannot be created or written, without creating it yet."""
+  if not model_dir.strip():
+    raise ValueError("--model_dir is empty; name the run directory, e.g. --model_dir=runs/x")
   if "://" in model_dir:
+    scheme, _, rest = model_dir.partition("://")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) or not rest.strip("/"):
+      raise ValueError(f"--model_dir={model_dir} is not a valid URL; expected scheme://bucket/path "
+                       "(e.g. gs://bucket/runs/x) or a local path")
     return
   path = os.path.abspath(model_dir)
   if os.path.exists(path) and not os.path.isdir(path):
@@ -258,6 +280,24 @@ def check_flags(argv_flags):
   return config, overrides
 
 
+def check_file_system(path, flag):
+  """Fails on a URL whose scheme this TensorFlow has no file system for (s3:// without a plugin).
+
+  TensorFlow would raise UnimplementedError at the first file operation.
+  Needs TensorFlow: the registered schemes include those of installed
+  file-system plugins.
+  """
+  if "://" not in path:
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scheme = path.split("://", 1)[0]
+  known = sorted(s for s in tf.io.gfile.get_registered_schemes() if s)
+  if scheme not in known:
+    raise ValueError(f"{flag}={path}: this TensorFlow has no file system for {scheme}:// (it "
+                     f"has {', '.join(s + '://' for s in known)} and local paths); s3://, hdfs:// "
+                     "and az:// need a file-system plugin such as tensorflow-io")
+
+
 def _lock_model_dir(model_dir):
   """Holds an exclusive lock on model_dir/.train.lock for the life of the process.
 
@@ -306,23 +346,19 @@ def _start_tpu_watchdog(runtime):
 
 
 def _find_undecodable_image(dataset):
-  """The DataError of the first image of a folder data set that does not decode, or None.
+  """The DataError naming the images of a folder data set that do not decode now, or None.
 
-  Stops looking after a time budget: a corrupt file among millions may not
-  be found, and the input error is reported as it is.
+  For a file that went bad after the check before step 0: TensorFlow's
+  error inside a compiled chunk does not name it.
   """
   from sagan_tf.data import folder  # pylint: disable=g-import-not-at-top
   from sagan_tf.data import DataError  # pylint: disable=g-import-not-at-top
   listing = folder.list_image_folder(os.path.expanduser(dataset[len(folder.PREFIX):]))
-  deadline = time.monotonic() + _IMAGE_SCAN_SECONDS
-  for path in listing.paths:
-    if time.monotonic() > deadline:
-      return None
-    try:
-      folder.check_image_file(path)
-    except DataError as error:
-      return error
-  return None
+  bad = folder.find_bad_images(listing.paths)
+  if not bad:
+    return None
+  more = f" ({len(bad) - 1} more such files)" if len(bad) > 1 else ""
+  return DataError(f"{bad[0][0]}: cannot be read as an image by TensorFlow ({bad[0][1]}){more}")
 
 
 def _export(trainer, model_dir, info, config):
@@ -339,9 +375,15 @@ def _export(trainer, model_dir, info, config):
   for leftover in (path + ".partial", path + ".old"):
     if local and os.path.exists(leftover):
       shutil.rmtree(leftover)
-  export.export_generator(trainer.sample_generator, target, step=int(trainer.step.numpy()),
-                          class_names=list(info.class_names)[:config.model.num_classes],
-                          ema=config.train.ema_decay > 0, dataset=config.data.dataset)
+  from sagan_tf import storage  # pylint: disable=g-import-not-at-top
+  previous = "the previous export is intact" if _tf_exists(path) else "nothing was exported"
+  with storage.writing("the exported generator", model_dir,
+                       (lambda: storage.remove_quietly(target)) if local else None,
+                       f"removed the partial export; {previous}; the checkpoints are intact; "
+                       "free some space and run the same command to export"):
+    export.export_generator(trainer.sample_generator, target, step=int(trainer.step.numpy()),
+                            class_names=list(info.class_names)[:config.model.num_classes],
+                            ema=config.train.ema_decay > 0, dataset=config.data.dataset)
   if local:
     if os.path.exists(path):
       os.rename(path, path + ".old")
@@ -349,6 +391,24 @@ def _export(trainer, model_dir, info, config):
     if os.path.exists(path + ".old"):
       shutil.rmtree(path + ".old")
   return path
+
+
+def _tf_exists(path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile.exists(path)
+
+
+def _remove_new_run_dir(model_dir):
+  """Removes a run directory this process created if nothing but its lock went into it.
+
+  A run refused at start-up (a value Keras or TensorFlow rejects, ...) then
+  leaves no empty run directory that looks like a started run.
+  """
+  try:
+    if set(os.listdir(model_dir)) <= {LOCK_FILE}:
+      shutil.rmtree(model_dir)
+  except OSError:
+    pass
 
 
 def main(argv):
@@ -374,11 +434,24 @@ def main(argv):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
   from sagan_tf import data  # pylint: disable=g-import-not-at-top
+  from sagan_tf import storage  # pylint: disable=g-import-not-at-top
   from sagan_tf.training import run_dir  # pylint: disable=g-import-not-at-top
   from sagan_tf.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   stopped_before_training("during start-up")
+  created = False
   try:
-    info = data.get_dataset_info(config.data.dataset, config.data.data_dir, config.data.split)
+    check_file_system(FLAGS.model_dir, "--model_dir")
+    if config.data.dataset.startswith("folder:"):
+      check_file_system(config.data.dataset[len("folder:"):], "--dataset=folder:")
+    if config.data.data_dir:
+      check_file_system(config.data.data_dir, "--data_dir")
+    info = data.get_dataset_info(config.data.dataset, config.data.data_dir, config.data.split,
+                                 skip_bad_images=config.data.skip_bad_images)
+    if info.skipped:
+      path, reason = info.skipped[0]
+      print(f"skipped {len(info.skipped)} image(s) TensorFlow cannot decode "
+            f"(data.skip_bad_images=true), e.g. {path}: {reason}; training on the other "
+            f"{info.num_examples}", flush=True)
     if not any(item.startswith("model.num_classes=") for item in overrides):
       config = dataclasses.replace(
           config, model=dataclasses.replace(config.model, num_classes=info.num_classes))
@@ -393,8 +466,14 @@ def main(argv):
       raise ValueError(f"{info.name} has a single class; a conditional model needs two or more "
                        "(or set model.num_classes=0 for an unconditional model)")
     model_dir = FLAGS.model_dir
+    dataset_info = {"name": info.name, "num_classes": config.model.num_classes,
+                    "class_names": list(info.class_names)[:config.model.num_classes]}
     if tf.io.gfile.exists(os.path.join(model_dir, run_dir.CONFIG_FILE)):
-      run_dir.check_resumable(config, model_dir)
+      # Before anything is written: dataset.json and config.json are
+      # replaced only once the run is known to continue.
+      for line in run_dir.check_resumable(config, model_dir, dataset_info):
+        print(f"resuming with a changed setting, adopted: {line}", flush=True)
+    created = not tf.io.gfile.exists(model_dir)
     try:
       tf.io.gfile.makedirs(model_dir)
       if "://" not in model_dir:
@@ -414,13 +493,13 @@ def main(argv):
           data_dir=config.data.data_dir, split=config.data.split, shuffle=True, repeat=True,
           random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
           seed=config.runtime.seed, input_context=context,
-          conditional=config.model.num_classes > 0)
+          conditional=config.model.num_classes > 0,
+          skip_bad_images=config.data.skip_bad_images)
 
     watchdog = _start_tpu_watchdog(config.runtime)
     trainer = trainer_lib.Trainer(
         config, model_dir, make_dataset,
-        dataset_info={"name": info.name, "num_classes": config.model.num_classes,
-                      "class_names": list(info.class_names)[:config.model.num_classes]},
+        dataset_info=dataset_info,
         log=lambda line: print(line, flush=True), on_nan=FLAGS.on_nan,
         max_rollbacks=FLAGS.max_rollbacks)
     if watchdog is not None:
@@ -428,6 +507,8 @@ def main(argv):
     try:
       result = trainer.train(stop_request=startup)
     except trainer_lib.StepError as error:
+      if isinstance(error.op_error, tf.errors.ResourceExhaustedError):
+        _fail(trainer_lib.out_of_memory_message(error.op_error, config, error.step), EXIT_FAILED)
       if config.data.dataset.startswith("folder:"):
         culprit = _find_undecodable_image(config.data.dataset)
         if culprit is not None:
@@ -446,7 +527,22 @@ def main(argv):
     _ignore_stop_signals()
   except trainer_lib.DivergenceError as error:
     _fail(error, EXIT_DIVERGED)
+  except storage.WriteError as error:
+    _fail(error, storage.EXIT_WRITE_FAILED)
+  except (OSError, tf.errors.OpError) as error:
+    # A write outside `storage.writing` (e.g. the summary writer closing on
+    # a full disk; TensorFlow reports ENOSPC as ResourceExhaustedError).
+    if storage.is_write_failure(error):
+      _fail(f"cannot write to {FLAGS.model_dir}: {storage.describe(error)} "
+            f"({storage.free_space(FLAGS.model_dir)}); the checkpoints are intact; free some "
+            "space and run the same command to resume", storage.EXIT_WRITE_FAILED)
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+      # Outside the training chunks: building, tracing, the first samples.
+      _fail(trainer_lib.out_of_memory_message(error, config), EXIT_FAILED)
+    raise
   except (ValueError, data.DataError, trainer_lib.TrainingError) as error:
+    if created:
+      _remove_new_run_dir(model_dir)
     _fail(error)
 
 

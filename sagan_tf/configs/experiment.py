@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import typing
 
 SN_GRADIENT_MODES = ("autodiff", "official", "stop")
@@ -14,6 +15,80 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
 def _require(condition, message):
   if not condition:
     raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+  """The allowed range of a numeric config field, kept in the field's metadata."""
+  low: float = -math.inf
+  high: float = math.inf
+  low_open: bool = False
+  high_open: bool = False
+
+  def contains(self, value):
+    above = value > self.low if self.low_open else value >= self.low
+    below = value < self.high if self.high_open else value <= self.high
+    return above and below
+
+  def describe(self, value):
+    """What a refused `value` is told: 'positive', 'at most 4096', 'in [0, 1)', ..."""
+    if self.high_open or (self.low > -math.inf and not self.low_open and self.high <= 2**32):
+      return (f"in {'(' if self.low_open else '['}{_format(self.low)}, {_format(self.high)}"
+              f"{')' if self.high_open else ']'}")
+    if value > self.low if self.low_open else value >= self.low:
+      return f"{'<' if self.high_open else 'at most'} {_format(self.high)}"
+    if self.low == 0 and self.low_open:
+      return "positive"
+    return f"{'>' if self.low_open else '>='} {_format(self.low)}"
+
+
+def _format(number):
+  return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _number(default, low=-math.inf, high=math.inf, *, low_open=False, high_open=False):
+  """A numeric field with its allowed range; every int and float field is declared this way."""
+  return dataclasses.field(
+      default=default, metadata={"bounds": Bounds(low, high, low_open, high_open)})
+
+
+def _positive(default, high=math.inf):
+  return _number(default, 0, high, low_open=True)
+
+
+def _fraction(default):
+  """A decay, momentum or beta: in [0, 1)."""
+  return _number(default, 0.0, 1.0, high_open=True)
+
+
+def check_fields(section, section_name):
+  """Checks the type, finiteness and range of every field of a config section.
+
+  Driven by the dataclass fields themselves: a field's default gives its
+  type and `_number` metadata its range, so a new field is covered without
+  a new check. Runs in `__post_init__`, i.e. before TensorFlow starts.
+
+  Raises:
+    ValueError: naming `section_name.field`, the value and what is allowed.
+  """
+  for field in dataclasses.fields(section):
+    key, value = f"{section_name}.{field.name}", getattr(section, field.name)
+    kind = type(field.default)
+    if kind is bool:
+      _require(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+    elif kind in (int, float):
+      is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+      if kind is int:
+        _require(is_number and isinstance(value, int), f"{key} must be an integer, got {value!r}")
+      else:
+        _require(is_number, f"{key} must be a number, got {value!r}")
+        _require(math.isfinite(value), f"{key} must be a finite number, got {value!r}")
+      bounds = field.metadata.get("bounds")
+      _require(bounds is not None, f"{key}: numeric config fields need bounds (use _number)")
+      _require(bounds.contains(value), f"{key} must be {bounds.describe(value)}, got {value!r}")
+    elif kind is str or field.default is None:
+      _require(isinstance(value, str) or (field.default is None and value is None),
+               f"{key} must be a string, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,34 +117,28 @@ class ModelConfig:
       the preset's (32 at 128 pixels).
     d_attention_resolution: likewise for D.
   """
-  image_size: int = 128
-  num_classes: int = 1000
-  g_width: int = 64
-  d_width: int = 64
-  z_dim: int = 128
+  image_size: int = _number(128, 32, 256)
+  num_classes: int = _number(1000, 0, 1_000_000)
+  g_width: int = _positive(64, 4096)
+  d_width: int = _positive(64, 4096)
+  z_dim: int = _positive(128, 65536)
   sn_gradient: str = "autodiff"
-  sn_power_iterations: int = 1
-  sn_epsilon: float = 1e-12
-  bn_epsilon: float = 1e-5
-  cbn_momentum: float = 0.999
-  g_bn_momentum: float = 0.9999
+  sn_power_iterations: int = _positive(1, 1000)
+  sn_epsilon: float = _positive(1e-12, 1.0)
+  bn_epsilon: float = _positive(1e-5, 1.0)
+  cbn_momentum: float = _fraction(0.999)
+  g_bn_momentum: float = _fraction(0.9999)
   g_bn_bessel: bool = False
   sync_batch_norm: bool = False
-  g_attention_resolution: int = 0
-  d_attention_resolution: int = 0
+  g_attention_resolution: int = _number(0, 0, 256)
+  d_attention_resolution: int = _number(0, 0, 256)
 
   def __post_init__(self):
     _require(self.image_size in SUPPORTED_IMAGE_SIZES,
              f"model.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
-    _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
-    for name in ("g_width", "d_width", "z_dim", "sn_power_iterations"):
-      _require(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+    check_fields(self, "model")
     _require(self.sn_gradient in SN_GRADIENT_MODES,
              f"model.sn_gradient must be one of {SN_GRADIENT_MODES}, got {self.sn_gradient!r}")
-    for name in ("cbn_momentum", "g_bn_momentum"):
-      _require(0.0 <= getattr(self, name) < 1.0,
-               f"model.{name} must be in [0, 1), got {getattr(self, name)}")
-    _require(self.bn_epsilon > 0, f"model.bn_epsilon must be positive, got {self.bn_epsilon}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,33 +152,32 @@ class DataConfig:
     split: split of the data set to train on.
     random_flip: random horizontal flips (the official code uses none).
     shuffle_buffer: examples in the shuffle buffer.
+    skip_bad_images: skip (and count) the images of a folder data set that
+      TensorFlow cannot read or decode, instead of refusing the folder.
   """
   dataset: str = "animal_mnist"
   data_dir: typing.Optional[str] = None
   split: str = "train"
   random_flip: bool = False
-  shuffle_buffer: int = 10000
+  shuffle_buffer: int = _positive(10000, 10**9)
+  skip_bad_images: bool = False
 
   def __post_init__(self):
+    check_fields(self, "data")
     _require(bool(self.dataset), "data.dataset must not be empty")
-    _require(self.shuffle_buffer > 0, f"data.shuffle_buffer must be positive, got {self.shuffle_buffer}")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """Adam with the two time-scale learning rates of the paper (Sec. 4)."""
-  g_learning_rate: float = 1e-4
-  d_learning_rate: float = 4e-4
-  beta_1: float = 0.0
-  beta_2: float = 0.999
-  epsilon: float = 1e-8
+  g_learning_rate: float = _positive(1e-4, 1.0)
+  d_learning_rate: float = _positive(4e-4, 1.0)
+  beta_1: float = _fraction(0.0)
+  beta_2: float = _fraction(0.999)
+  epsilon: float = _positive(1e-8, 1.0)
 
   def __post_init__(self):
-    for name in ("g_learning_rate", "d_learning_rate", "epsilon"):
-      _require(getattr(self, name) > 0, f"optimizer.{name} must be positive, got {getattr(self, name)}")
-    for name in ("beta_1", "beta_2"):
-      _require(0.0 <= getattr(self, name) < 1.0,
-               f"optimizer.{name} must be in [0, 1), got {getattr(self, name)}")
+    check_fields(self, "optimizer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,26 +199,22 @@ class TrainConfig:
     summary_every: steps between TensorBoard summaries.
     keep_checkpoints: checkpoints kept on disk.
   """
-  batch_size: int = 256
-  train_steps: int = 1_000_000
-  d_steps: int = 1
+  batch_size: int = _positive(256, 2**24)
+  train_steps: int = _positive(1_000_000, 10**12)
+  d_steps: int = _positive(1, 1000)
   g_first: bool = False
   loss: str = "hinge"
-  ema_decay: float = 0.0
-  ema_start_step: int = 0
-  steps_per_loop: int = 100
-  checkpoint_every: int = 1000
-  sample_every: int = 1000
-  summary_every: int = 100
-  keep_checkpoints: int = 3
+  ema_decay: float = _fraction(0.0)
+  ema_start_step: int = _number(0, 0, 10**12)
+  steps_per_loop: int = _positive(100, 10**7)
+  checkpoint_every: int = _positive(1000, 10**12)
+  sample_every: int = _positive(1000, 10**12)
+  summary_every: int = _positive(100, 10**12)
+  keep_checkpoints: int = _positive(3, 10**6)
 
   def __post_init__(self):
-    for name in ("batch_size", "train_steps", "d_steps", "steps_per_loop", "checkpoint_every",
-                 "sample_every", "summary_every", "keep_checkpoints"):
-      _require(getattr(self, name) > 0, f"train.{name} must be positive, got {getattr(self, name)}")
+    check_fields(self, "train")
     _require(self.loss in LOSSES, f"train.loss must be one of {LOSSES}, got {self.loss!r}")
-    _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-    _require(self.ema_start_step >= 0, f"train.ema_start_step must be >= 0, got {self.ema_start_step}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,10 +224,12 @@ class RuntimeConfig:
   tpu: str = ""
   mixed_precision: str = "float32"
   jit_compile: bool = False
-  seed: int = 0
+  # Keras and NumPy take seeds in [0, 2**32).
+  seed: int = _number(0, 0, 2**32 - 1)
   deterministic: bool = False
 
   def __post_init__(self):
+    check_fields(self, "runtime")
     _require(self.strategy in STRATEGIES,
              f"runtime.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
     _require(self.mixed_precision in PRECISIONS,

@@ -30,11 +30,14 @@ class DatasetInfo:
     num_classes: number of labels; 0 for a data set without labels.
     class_names: names of labels 0..num_classes-1.
     num_examples: examples in the split, or None when TFDS does not record it.
+    skipped: (path, reason) of the images of a folder data set that were
+      skipped as undecodable (`skip_bad_images`).
   """
   name: str
   num_classes: int
   class_names: typing.Tuple[str, ...]
   num_examples: typing.Optional[int]
+  skipped: typing.Tuple[typing.Tuple[str, str], ...] = ()
 
 
 def _is_folder(dataset):
@@ -129,19 +132,22 @@ def _tfds_num_examples(builder, split):
     return None
 
 
-def get_dataset_info(dataset, data_dir=None, split="train"):
+def get_dataset_info(dataset, data_dir=None, split="train", skip_bad_images=False):
   """Describes a data set: its classes and size.
 
   TFDS data sets are checked to be prepared, without network access. Folder
-  data sets have every image decoded once (a sample of 200 for folders of
-  5,000 images or more) so that a corrupt file is named now rather than
-  failing the input pipeline mid-training.
+  data sets have every image read and decoded by the input pipeline's
+  decoder (`folder.check_images`, cached per file list, sizes and mtimes)
+  so that a bad file is named now rather than failing the input pipeline
+  mid-training.
 
   Args:
     dataset: "animal_mnist", a TFDS name such as "imagenet2012", "cifar10" or
       "lsun/bedroom", or "folder:/path" for one sub-folder per class.
     data_dir: TFDS data directory; None takes TFDS' default.
     split: split to describe.
+    skip_bad_images: skip the images of a folder that cannot be decoded
+      (listed in `DatasetInfo.skipped`) instead of raising DataError.
 
   Returns:
     A `DatasetInfo`.
@@ -156,9 +162,10 @@ def get_dataset_info(dataset, data_dir=None, split="train"):
     return DatasetInfo(dataset, len(class_names), class_names, len(images))
   if _is_folder(dataset):
     _require_single_split(dataset, split)
-    listing = folder.list_image_folder(_folder_root(dataset))
-    folder.check_image_files(listing)
-    return DatasetInfo(dataset, len(listing.class_names), listing.class_names, len(listing.paths))
+    listing, bad = folder.check_images(folder.list_image_folder(_folder_root(dataset)),
+                                       skip_bad=skip_bad_images)
+    return DatasetInfo(dataset, len(listing.class_names), listing.class_names, len(listing.paths),
+                       skipped=tuple(bad))
   builder = _tfds_builder(dataset, data_dir)
   _tfds_image_feature(builder, dataset)
   # Fails fast, without network access, if the data is not prepared.
@@ -188,10 +195,12 @@ def _animal_mnist_source(input_context):
   return _shard(ds, input_context), decode, len(images)
 
 
-def _folder_source(dataset, conditional, input_context):
+def _folder_source(dataset, conditional, input_context, skip_bad_images):
   """(file path, label) pairs; decoding reads the file."""
   root = _folder_root(dataset)
-  listing = folder.list_image_folder(root)
+  # Checked (or taken from the scan cache) here too, so that the pipeline
+  # never meets a file that fails, and skipped files stay out of it.
+  listing, _ = folder.check_images(folder.list_image_folder(root), skip_bad=skip_bad_images)
   if conditional and len(listing.class_names) == 1:
     raise DataError(
         f"image folder {root} has only one class sub-folder {listing.class_names[0]!r}; a conditional model "
@@ -199,12 +208,7 @@ def _folder_source(dataset, conditional, input_context):
   ds = tf.data.Dataset.from_tensor_slices(
       (list(listing.paths), np.array(listing.labels, dtype=np.int64)))
 
-  def decode(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-  return _shard(ds, input_context), decode, len(listing.paths)
+  return _shard(ds, input_context), folder.decode_image_file, len(listing.paths)
 
 
 def _tfds_source(dataset, data_dir, split, shuffle, seed, input_context):
@@ -240,7 +244,7 @@ def _tfds_source(dataset, data_dir, split, shuffle, seed, input_context):
 
 def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train", shuffle=True,
                  repeat=True, random_flip=False, shuffle_buffer=10000, seed=None, input_context=None,
-                 drop_remainder=True, conditional=True):
+                 drop_remainder=True, conditional=True, skip_bad_images=False):
   """Builds the input pipeline of real images and labels.
 
   Every source yields cheap records first (28x28 arrays, file paths, encoded
@@ -270,6 +274,8 @@ def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train
     drop_remainder: drop a last partial batch, for static batch shapes.
     conditional: keep the labels; False gives all-zero labels and lets a
       folder with a single class sub-folder through.
+    skip_bad_images: leave out the images of a folder that cannot be
+      decoded instead of raising DataError (see `folder.check_images`).
 
   Returns:
     A `tf.data.Dataset` of `(images, labels)`: float32 images of shape
@@ -291,7 +297,8 @@ def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train
     ds, decode, num_examples = _animal_mnist_source(input_context)
   elif _is_folder(dataset):
     _require_single_split(dataset, split)
-    ds, decode, num_examples = _folder_source(dataset, conditional, input_context)
+    ds, decode, num_examples = _folder_source(dataset, conditional, input_context,
+                                              skip_bad_images)
   else:
     ds, decode, num_examples = _tfds_source(dataset, data_dir, split, shuffle, seed, input_context)
   if num_examples is not None and input_context is not None:

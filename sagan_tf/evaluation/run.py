@@ -11,6 +11,7 @@ import typing
 import numpy as np
 
 import sagan_tf
+from sagan_tf import data, storage
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import features as features_lib
 from sagan_tf.evaluation import real as real_lib
@@ -166,9 +167,11 @@ def _config(options, metrics, info, sampler, real, inception_info, classifier_in
 
 
 def _write_json(path, report):
-  with open(path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  with storage.writing(os.path.basename(path), os.path.dirname(path),
+                       lambda: storage.remove_quietly(path + ".tmp")):
+    with open(path + ".tmp", "w") as f:
+      json.dump(report, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def _check_finite(results):
@@ -185,6 +188,10 @@ def _measure(options, metrics, sampler, dataset, data_dir, inception, inception_
         dataset, image_size=sampler.image_size, num_classes=sampler.num_classes, data_dir=data_dir,
         split=options.split, train_examples=options.cls_train_examples, epochs=options.cls_epochs,
         seed=options.seed, use_cache=options.use_cache, log=log)
+  if any(m in metrics for m in ("fid", "kid", "pr")):
+    # The real images are read after the generated ones: check that they
+    # exist (and decode, for a folder) before the expensive generation.
+    data.get_dataset_info(dataset, data_dir, options.split)
   rng = np.random.default_rng(options.seed)
   z = sampling.sample_noise(rng, options.num_samples, sampler.z_dim, options.truncation)
   labels = sampling.balanced_labels(rng, options.num_samples, sampler.num_classes)

@@ -58,6 +58,8 @@ def _read_json(path, what):
     values = json.loads(_read_text(path))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
     raise RunDirError(f"{path} is not a valid {what}: {' '.join(str(error).split())}") from None
+  except RecursionError:
+    raise RunDirError(f"{path} is not a valid {what}: nested too deeply") from None
   if not isinstance(values, dict):
     raise RunDirError(f"{path} is not a valid {what}: expected a JSON object, "
                       f"got {type(values).__name__}")
@@ -76,33 +78,116 @@ def read_config(model_dir):
     raise RunDirError(f"{path} is not a valid config: {error}") from None
 
 
+def _fixed_on_resume(section, name, old, new):
+  """Whether a change of `section.name` from `old` to `new` makes a checkpoint unusable.
+
+  Model fields shape the weights (or give them another meaning), the data
+  set gives the labels their meaning, and float16's loss-scale optimizer
+  holds state the other precisions lack. Everything else (learning rates,
+  EMA, steps, intervals, seeds, devices) is host-side or optimizer
+  hyper-parameters that a resumed run can take over.
+  """
+  if section == "model":
+    return True
+  if (section, name) == ("data", "dataset"):
+    return True
+  return (section, name) == ("runtime", "mixed_precision") and "float16" in (old, new)
+
+
+def resume_changes(saved, config):
+  """(refused, adopted): lines 'section.key: saved X, now Y' for every field that differs."""
+  refused, adopted = [], []
+  for section in dataclasses.fields(saved):
+    old_section, new_section = getattr(saved, section.name), getattr(config, section.name)
+    for field in dataclasses.fields(old_section):
+      old, new = getattr(old_section, field.name), getattr(new_section, field.name)
+      if old != new:
+        line = f"{section.name}.{field.name}: saved {old!r}, now {new!r}"
+        (refused if _fixed_on_resume(section.name, field.name, old, new) else adopted).append(line)
+  return refused, adopted
+
+
 def config_differences(saved, config):
-  """Lines naming the model fields and data set in which `config` differs from `saved`."""
-  differences = [
-      f"model.{f.name}: saved {getattr(saved.model, f.name)!r}, now {getattr(config.model, f.name)!r}"
-      for f in dataclasses.fields(saved.model)
-      if getattr(saved.model, f.name) != getattr(config.model, f.name)]
-  if saved.data.dataset != config.data.dataset:
-    differences.append(f"data.dataset: saved {saved.data.dataset!r}, now {config.data.dataset!r}")
-  return differences
+  """Lines naming the fields in which `config` differs from `saved` so that it cannot resume."""
+  return resume_changes(saved, config)[0]
 
 
-def check_resumable(config, model_dir):
-  """Raises RunDirError if `model_dir` holds a run whose model or data set differ from `config`."""
-  differences = config_differences(read_config(model_dir), config)
-  if differences:
+def _class_difference(saved, now):
+  """What differs between two class-name lists, in a few words for one line."""
+  if len(saved) + len(now) <= 60:
+    return f"saved {list(saved)}, now {list(now)}"
+  changed = [f"label {i}: saved {a!r}, now {b!r}" for i, (a, b) in enumerate(zip(saved, now))
+             if a != b]
+  counts = f"saved {len(saved)} classes, now {len(now)}"
+  return f"{counts}; " + "; ".join(changed[:10]) + (f"; and {len(changed) - 10} more"
+                                                    if len(changed) > 10 else "")
+
+
+def check_dataset_resumable(dataset_info, model_dir):
+  """Refuses to resume when the data set's classes differ from the ones the run was trained on.
+
+  Renamed, added, removed or reordered class folders keep the label
+  indices but change what they mean; the checkpoint's class embeddings
+  would then draw other classes.
+
+  Raises:
+    RunDirError: naming both lists.
+  """
+  saved = read_dataset_info(model_dir)
+  if not saved or not dataset_info:
+    return
+  problems = []
+  for key in ("name", "num_classes"):
+    if key in saved and saved[key] != dataset_info.get(key):
+      problems.append(f"{key}: saved {saved[key]!r}, now {dataset_info.get(key)!r}")
+  old, new = list(saved.get("class_names", [])), list(dataset_info.get("class_names", []))
+  if "class_names" in saved and old != new:
+    problems.append(f"class names: {_class_difference(old, new)}")
+  if problems:
     raise RunDirError(
-        f"{model_dir} holds a run with another configuration ({'; '.join(differences)}); "
-        "use a new --model_dir or the same settings")
+        f"{model_dir} was trained on other classes ({'; '.join(problems)}): each label would now "
+        "mean another class; restore the data set as it was, or use a new --model_dir")
+
+
+def check_resumable(config, model_dir, dataset_info=None):
+  """Checks that `model_dir`'s run can continue under `config` (and the data set's classes).
+
+  Returns:
+    Lines naming the settings that differ from the saved ones and that the
+    resumed run adopts (learning rates, EMA, steps, intervals, ...).
+
+  Raises:
+    RunDirError: if the model, the data set or its classes differ, naming
+      each setting with its saved and new value.
+  """
+  refused, adopted = resume_changes(read_config(model_dir), config)
+  if refused:
+    raise RunDirError(
+        f"{model_dir} holds a run with another configuration ({'; '.join(refused)}); "
+        "these cannot change on resume: use a new --model_dir or the same settings")
+  check_dataset_resumable(dataset_info, model_dir)
+  return adopted
 
 
 def write_json(path, values):
-  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  """Writes JSON through a temporary file and a rename, so readers never see half a file.
+
+  Raises:
+    storage.WriteError: the file cannot be written (disk full, ...); the
+      temporary file is removed and the previous version is intact.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from sagan_tf import storage  # pylint: disable=g-import-not-at-top
   tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(json.dumps(values, indent=2, sort_keys=True))
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+  def cleanup():
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+
+  with storage.writing(os.path.basename(path), os.path.dirname(path) or ".", cleanup):
+    with tf.io.gfile.GFile(tmp, "w") as f:
+      f.write(json.dumps(values, indent=2, sort_keys=True))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read_dataset_info(model_dir):

@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -12,6 +13,7 @@ import time
 import tensorflow as tf
 
 from sagan_tf import samples
+from sagan_tf import storage
 from sagan_tf.training import distribute, run_dir
 from sagan_tf.training.components import build_components
 
@@ -163,10 +165,10 @@ def _format_eta(seconds):
   return f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def check_resumable(config, model_dir):
-  """Refuses to resume a run directory whose saved model or data differ from `config`."""
+def check_resumable(config, model_dir, dataset_info=None):
+  """Refuses to resume a run directory whose model or data differ; returns the adopted changes."""
   try:
-    run_dir.check_resumable(config, model_dir)
+    return run_dir.check_resumable(config, model_dir, dataset_info)
   except run_dir.RunDirError as error:
     raise TrainingError(str(error)) from None
 
@@ -189,6 +191,29 @@ def make_strategy(runtime):
 
 def _first_line(error):
   return run_dir.describe_error(error)
+
+
+def out_of_memory_message(error, config, step=None):
+  """One line for a tf.errors.ResourceExhaustedError: what ran out, and which flag to change.
+
+  Args:
+    error: the ResourceExhaustedError (TensorFlow's "OOM when allocating
+      tensor with shape[...] ... on <device> by allocator <name>").
+    config: the ExperimentConfig of the run.
+    step: the step the failing chunk started from, or None outside the loop.
+  """
+  text = str(error)
+  shape = re.search(r"shape\[([^\]]*)\]", text)
+  device = re.search(r" on (/\S+|\S+:\d+)", text)
+  where = device.group(1).rstrip(",").split("device:")[-1] if device else "the device"
+  tensor = f" (a tensor of shape [{shape.group(1)}])" if shape else ""
+  when = f" after step {step}" if step is not None else " while building or tracing the model"
+  train, model = config.train, config.model
+  return (f"out of memory on {where}{when}{tensor}: the batch of "
+          f"train.batch_size={train.batch_size} images at {model.image_size}x{model.image_size} with model widths g_width="
+          f"{model.g_width}, d_width={model.d_width} does not fit; lower --batch_size (or "
+          "model.g_width / model.d_width), or use more devices (--strategy=mirrored); the "
+          "checkpoints are intact")
 
 
 class Trainer:
@@ -362,31 +387,75 @@ class Trainer:
     """Restores the newest readable checkpoint; returns its step (0 when starting fresh).
 
     Checkpoints that cannot be read (truncated, garbled, another model) are
-    reported and skipped for the next older one. In deterministic runs the
-    data position is restored too when the checkpoint holds one for the same
-    data settings; otherwise the data order restarts from the seed.
+    reported and skipped for the next older one. A checkpoint of a run
+    without a weight average restores into one with it: the average starts
+    as a copy of the restored generator. The learning rates are the
+    config's, not the checkpoint's (Keras saves them with the optimizer).
+    In deterministic runs the data position is restored too when the
+    checkpoint holds one for the same data settings; otherwise the data
+    order restarts from the seed.
 
     Raises:
-      TrainingError: checkpoints exist but none can be read.
+      TrainingError: checkpoints exist but none can be read. They are left
+        as they are.
     """
     checkpoints = self._checkpoint_candidates()
+    reasons = []
     for index, path in enumerate(checkpoints):
       try:
-        self._model_checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        notes = self._restore_model(path)
       except Exception as error:  # pylint: disable=broad-except
         # OpErrors, ValueErrors, AssertionErrors and, for a truncated data
         # file, IndexError: all mean this checkpoint cannot be read.
         older = "; trying an older one" if index + 1 < len(checkpoints) else ""
-        self.log(f"checkpoint {path} cannot be read ({_first_line(error)}){older}")
+        reasons.append(_first_line(error))
+        self.log(f"checkpoint {path} cannot be read ({reasons[-1]}){older}")
         continue
       self.log(f"resumed from {path} at step {int(self.step.numpy())}")
+      for note in notes:
+        self.log(note)
+      self._adopt_learning_rates()
       if self._input is not None:
         self._restore_data_position(path)
       return int(self.step.numpy())
     if checkpoints:
-      raise TrainingError(f"no checkpoint in {self.checkpoint_dir} can be read; move the "
-                          "directory away to start afresh")
+      raise TrainingError(
+          f"none of the {len(checkpoints)} checkpoint(s) in {self.checkpoint_dir} can be read "
+          f"(newest: {reasons[0]}); they are left untouched; to train afresh, pass another "
+          "--model_dir")
     return 0
+
+  def _restore_model(self, path):
+    """Restores everything but the data position from `path`; returns lines to log.
+
+    An AssertionError of `assert_existing_objects_matched` means the
+    checkpoint lacks some of our objects; if it lacks only the weight
+    average (the run was trained without one) the rest is restored and the
+    average copied from the generator.
+    """
+    try:
+      self._model_checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+      return []
+    except AssertionError:
+      if self.ema_generator is None:
+        raise
+      without_average = run_dir.make_checkpoint(
+          self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, None, self.step,
+          self.rng)
+      without_average.restore(path).assert_existing_objects_matched().expect_partial()
+    self.ema.copy()
+    return [f"the checkpoint has no generator weight average (the run had train.ema_decay=0): "
+            f"it starts now as a copy of the generator, with decay {self.config.train.ema_decay}"]
+
+  def _adopt_learning_rates(self):
+    """Sets the optimizers' learning rates to the config's after a restore."""
+    rates = ((self.g_optimizer, self.config.optimizer.g_learning_rate),
+             (self.d_optimizer, self.config.optimizer.d_learning_rate))
+    for optimizer, rate in rates:
+      for inner in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        variable = getattr(inner, "learning_rate", None) if inner is not None else None
+        if isinstance(variable, tf.Variable) or hasattr(variable, "assign"):
+          variable.assign(rate)
 
   def _restore_data_position(self, path):
     key = self._data_key()
@@ -417,11 +486,27 @@ class Trainer:
     grid = samples.image_grid(samples.to_uint8(images.numpy()), columns)
     step = int(self.step.numpy())
     path = os.path.join(self.write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
-    samples.write_png(path, grid)
-    tf.summary.image("samples", grid[None], step=step)
+    with storage.writing(f"sample grid {os.path.basename(path)}", os.path.dirname(path),
+                         lambda: storage.remove_quietly(path + ".tmp"), self._intact()):
+      samples.write_png(path, grid)
+      tf.summary.image("samples", grid[None], step=step)
+      tf.summary.flush()
     return path
 
+  def _intact(self):
+    """The end of a write-failure message: what is safe, and how to go on."""
+    return (f"the checkpoints are intact (newest: {self.latest_checkpoint()}); free some space and "
+            "run the same command to resume")
+
   def _write_summaries(self, metrics, images_per_second):
+    # Flushed here so that a full disk shows up now, as one line, rather
+    # than at some later write or when the writer closes.
+    with storage.writing("summaries", os.path.join(self.write_dir, run_dir.SUMMARY_DIR),
+                         advice=self._intact()):
+      self._write_summary_values(metrics, images_per_second)
+      tf.summary.flush()
+
+  def _write_summary_values(self, metrics, images_per_second):
     step = int(self.step.numpy())
     for name, value in metrics.items():
       if name not in ("finite", "steps"):
@@ -447,8 +532,13 @@ class Trainer:
           f"a weight, weight average or optimizer slot is NaN or Inf at step "
           f"{int(self.step.numpy())}; not saving it. The last good checkpoint is "
           f"{self.latest_checkpoint()}")
-    path = self._save_manager.save(checkpoint_number=self.step)
-    self._saved_step = int(self.step.numpy())
+    step = int(self.step.numpy())
+    directory = os.path.join(self.write_dir, run_dir.CHECKPOINT_DIR)
+    with storage.writing(f"checkpoint ckpt-{step}", directory,
+                         lambda: self._remove_failed_save(directory, step),
+                         "removed its partial files; " + self._intact()):
+      path = self._save_manager.save(checkpoint_number=self.step)
+    self._saved_step = step
     self.log(f"saved checkpoint {path}{reason}")
     return path
 
@@ -461,6 +551,24 @@ class Trainer:
       if name.startswith("ckpt-") and name.endswith("_temp"):
         tf.io.gfile.rmtree(os.path.join(self.checkpoint_dir, name))
         self.log(f"removed {name}, left by a save that was cut short")
+
+  def _remove_failed_save(self, directory, step):
+    """Deletes what a failed save of `step` left: its _temp folder, its unlisted files, state temps.
+
+    Files of a checkpoint the state file lists are kept: they are complete.
+    """
+    listed = set(self._save_manager.checkpoints)
+    prefix = os.path.join(directory, f"ckpt-{step}")
+    for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
+      name = name.rstrip("/")
+      path = os.path.join(directory, name)
+      partial = name == f"ckpt-{step}_temp" or (
+          re.fullmatch(rf"ckpt-{step}\.(index|data-\d+-of-\d+)", name) and prefix not in listed)
+      if partial or name.startswith("checkpoint.tmp"):
+        if tf.io.gfile.isdir(path):
+          tf.io.gfile.rmtree(path)
+        else:
+          tf.io.gfile.remove(path)
 
   def _reseed(self, step):
     """Reseeds the noise after a rollback, or the restored state would diverge the same way."""

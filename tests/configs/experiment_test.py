@@ -2,9 +2,12 @@
 
 import dataclasses
 import json
+import math
+import re
 
 import pytest
 
+from sagan_tf import configs
 from sagan_tf.configs import (ExperimentConfig, ModelConfig, PRESETS, apply_overrides,
                               preset_for_dataset)
 
@@ -132,3 +135,63 @@ def test_preset_for_unknown_dataset_is_generic_and_keeps_the_name():
   assert config.data.dataset == "folder:/data/flowers"
   assert config.model.image_size == 64
   assert isinstance(config, ExperimentConfig)
+
+
+# Every numeric field of every section, found from the dataclasses themselves.
+SECTIONS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+NUMERIC_FIELDS = [(section, field) for section, default in SECTIONS.items()
+                  for field in dataclasses.fields(default)
+                  if type(field.default) in (int, float)]
+
+
+def test_every_numeric_field_declares_bounds_that_its_default_meets():
+  assert len(NUMERIC_FIELDS) >= 25
+  for section, field in NUMERIC_FIELDS:
+    bounds = field.metadata.get("bounds")
+    assert bounds is not None, f"{section}.{field.name} has no bounds"
+    assert bounds.contains(field.default), f"{section}.{field.name}"
+  for name, preset in configs.PRESETS.items():
+    preset()  # Every preset's values are inside the bounds.
+
+
+def _refused_values(field):
+  """Values outside the field's bounds, and non-finite ones for floats."""
+  bounds = field.metadata["bounds"]
+  values = []
+  if bounds.low > -math.inf:
+    values.append(bounds.low if bounds.low_open else bounds.low - 1)
+  if bounds.high < math.inf:
+    values.append(bounds.high if bounds.high_open else bounds.high + 1)
+  if isinstance(field.default, float):
+    values += [math.inf, -math.inf, math.nan]
+  return values
+
+
+@pytest.mark.parametrize("section,field", NUMERIC_FIELDS,
+                         ids=[f"{s}.{f.name}" for s, f in NUMERIC_FIELDS])
+def test_out_of_range_and_non_finite_values_are_refused_naming_the_field(section, field):
+  key = f"{section}.{field.name}"
+  values = _refused_values(field)
+  assert values, key
+  base = configs.PRESETS["animal_mnist"]()
+  for value in values:
+    text = str(int(value)) if isinstance(field.default, int) else repr(float(value))
+    # As train.py applies --override and --config_file values.
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)} must be"):
+      configs.apply_overrides(base, [f"{key}={text}"])
+    # As read back from a run directory's config.json.
+    values_dict = base.to_dict()
+    values_dict[section][field.name] = value
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)} must be"):
+      ExperimentConfig.from_dict(values_dict)
+
+
+@pytest.mark.parametrize("section,field", NUMERIC_FIELDS,
+                         ids=[f"{s}.{f.name}" for s, f in NUMERIC_FIELDS])
+def test_wrong_types_in_config_json_are_refused_naming_the_field(section, field):
+  key = f"{section}.{field.name}"
+  values = configs.PRESETS["animal_mnist"]().to_dict()
+  for wrong in (str(field.default), True, None):
+    values[section][field.name] = wrong
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)} must be"):
+      ExperimentConfig.from_dict(values)

@@ -112,6 +112,76 @@ def test_corrupt_image_is_named(tmp_path):
 
 def test_format_tensorflow_cannot_decode_is_named(tmp_path):
   _save(tmp_path / "a" / "good.png", _rgb(4, 4))
+  _save(tmp_path / "b" / "good.png", _rgb(4, 4))
   PIL.Image.fromarray(_rgb(4, 4)).save(tmp_path / "a" / "really_a_tiff.png", format="TIFF")
-  with pytest.raises(data.DataError, match="really_a_tiff.png is a TIFF"):
-    folder.check_image_file(str(tmp_path / "a" / "really_a_tiff.png"))
+  with pytest.raises(data.DataError, match=r"really_a_tiff.png: cannot be read as an image by "
+                     r"TensorFlow \(InvalidArgumentError: Unknown image file format"):
+    data.get_dataset_info(f"folder:{tmp_path}")
+
+
+def _mixed_folder(root):
+  """Good images next to one bad file of each kind the issue found."""
+  _save(root / "a" / "good.png", _rgb(6, 6))
+  _save(root / "b" / "good.jpg", _rgb(8, 8))
+  (root / "a" / "empty.jpg").write_bytes(b"")
+  (root / "a" / "text.png").write_text("hello")
+  (root / "b" / "link.jpg").symlink_to(root / "nowhere.jpg")
+  raw = (root / "b" / "good.jpg").read_bytes()
+  (root / "b" / "truncated.jpg").write_bytes(raw[:len(raw) // 2])
+  return {str(root / "a" / "empty.jpg"), str(root / "a" / "text.png"), str(root / "b" / "link.jpg"),
+          str(root / "b" / "truncated.jpg")}
+
+
+def test_every_file_the_pipeline_decoder_rejects_is_found(tmp_path, monkeypatch):
+  monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path / "cache"))
+  bad = _mixed_folder(tmp_path / "images")
+  listing = folder.list_image_folder(str(tmp_path / "images"))
+  found = dict(folder.find_bad_images(listing.paths))
+  assert set(found) == bad
+  # The independent truth: the pipeline's own decode op on each file.
+  for path in listing.paths:
+    try:
+      tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+      assert path not in found
+    except tf.errors.OpError:
+      assert path in found
+  assert "Input is empty" in found[str(tmp_path / "images" / "a" / "empty.jpg")]
+  assert "No such file or directory" in found[str(tmp_path / "images" / "b" / "link.jpg")]
+
+
+def test_bad_images_refused_or_skipped_with_a_count(tmp_path, monkeypatch):
+  monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path / "cache"))
+  bad = _mixed_folder(tmp_path / "images")
+  dataset = f"folder:{tmp_path / 'images'}"
+  with pytest.raises(data.DataError, match=r"a/empty.jpg: cannot be read as an image by "
+                     r"TensorFlow .*\(3 more such files\); .*data.skip_bad_images=true"):
+    data.get_dataset_info(dataset)
+  info = data.get_dataset_info(dataset, skip_bad_images=True)
+  assert {path for path, _ in info.skipped} == bad
+  assert info.num_examples == 2 and info.class_names == ("a", "b")
+  ds = data.make_dataset(dataset, image_size=8, batch_size=2, shuffle=False, repeat=False,
+                         skip_bad_images=True)
+  images, labels = next(iter(ds))
+  assert images.shape == (2, 8, 8, 3) and sorted(labels.numpy().tolist()) == [0, 1]
+  with pytest.raises(data.DataError, match="cannot be read as an image"):
+    data.make_dataset(dataset, image_size=8, batch_size=2)
+
+
+def test_scan_is_cached_by_file_list_sizes_and_mtimes(tmp_path, monkeypatch):
+  monkeypatch.setenv("SAGAN_TF_CACHE", str(tmp_path / "cache"))
+  root = tmp_path / "images"
+  _save(root / "a" / "x.png", _rgb(6, 6))
+  _save(root / "b" / "y.png", _rgb(6, 6))
+  listing = folder.list_image_folder(str(root))
+  calls = []
+  real = folder.find_bad_images
+  monkeypatch.setattr(folder, "find_bad_images", lambda paths: calls.append(1) or real(paths))
+  folder.check_images(listing)
+  folder._SCANS.clear()  # pylint: disable=protected-access
+  folder.check_images(listing)  # From the cache file: no new scan.
+  assert len(calls) == 1
+  assert len(list((tmp_path / "cache" / "image_checks").iterdir())) == 1
+  (root / "b" / "y.png").write_bytes(b"garbage now")  # Size and mtime change: scanned again.
+  with pytest.raises(data.DataError, match="y.png: cannot be read"):
+    folder.check_images(folder.list_image_folder(str(root)))
+  assert len(calls) == 2

@@ -9,6 +9,7 @@ of a second; the others take a few seconds each.
 
 import collections
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -20,11 +21,12 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
+from sagan_tf import configs
 from sagan_tf import export
 from sagan_tf.configs.experiment import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training import run_dir
-from tests.reliability import EVALUATE, REPO, TRAIN, digests, env, program_lines
+from tests.reliability import EVALUATE, REPO, TINY, TRAIN, digests, env, program_lines
 
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 PROGRAMS = {"train": [TRAIN], "evaluate": [EVALUATE],
@@ -55,12 +57,31 @@ ROWS = {
                                         r"has a single class; a conditional model needs two"),
     "non_image_files_only": Row("train", ["--dataset=folder:{text_only}"],
                                 r"class sub-folder .*/ant has no images with extensions"),
-    "corrupt_jpeg": Row("train", ["--dataset=folder:{corrupt}"],
-                        r"image file .*/bee/1.jpg cannot be decoded"),
     "split_of_animal_mnist": Row("train", ["--override=data.split=test"],
                                  r"has a single split 'train', got split='test'"),
     "fewer_classes_than_data": Row("train", ["--override=model.num_classes=3"],
                                    r"model.num_classes=3 but animal_mnist has 10 classes"),
+    # train.py: images the input pipeline's decoder (tf.io.decode_image) cannot read.
+    "corrupt_jpeg": Row("train", ["--dataset=folder:{corrupt}"],
+                        r"^train.py: error: .*/corrupt/bee/1.jpg: cannot be read as an image by "
+                        r"TensorFlow \(InvalidArgumentError: .*\); fix or remove it, or set "
+                        r"data.skip_bad_images=true"),
+    "empty_image_file": Row("train", ["--dataset=folder:{bad_empty}"],
+                            r"bad_empty/bee/1.jpg: cannot be read as an image by TensorFlow "
+                            r"\(InvalidArgumentError: Input is empty"),
+    "text_named_png": Row("train", ["--dataset=folder:{bad_text}"],
+                          r"bad_text/bee/1.png: .*Unknown image file format"),
+    "tiff_named_png": Row("train", ["--dataset=folder:{bad_tiff}"],
+                          r"bad_tiff/bee/1.png: .*Unknown image file format"),
+    "truncated_jpeg": Row("train", ["--dataset=folder:{bad_truncated}"],
+                          r"bad_truncated/bee/1.jpg: .*Invalid JPEG data"),
+    "dangling_link": Row("train", ["--dataset=folder:{bad_link}"],
+                         r"bad_link/bee/1.jpg: .*NotFoundError: .*No such file or directory"),
+    "several_bad_images_counted": Row("train", ["--dataset=folder:{bad_several}"],
+                                      r"bad_several/ant/1.jpg: .*\(2 more such files\)"),
+    "all_images_of_a_class_skipped": Row(
+        "train", ["--dataset=folder:{bad_whole_class}", "--override=data.skip_bad_images=true"],
+        r"class sub-folder .*bad_whole_class/bee has no image TensorFlow can decode"),
     # train.py: sizes and values.
     "zero_batch": Row("train", ["--batch_size=0"], r"train.batch_size must be positive, got 0"),
     "negative_batch": Row("train", ["--batch_size=-8"], r"train.batch_size must be positive"),
@@ -80,6 +101,30 @@ ROWS = {
     "negative_max_rollbacks": Row("train", ["--max_rollbacks=-1"], r"--max_rollbacks must be >= 0"),
     "unknown_on_nan": Row("train", ["--on_nan=retry"], r"flag --on_nan=retry: value should be one"),
     "unknown_preset": Row("train", ["--preset=huge"], r"unknown --preset='huge'"),
+    # train.py: any numeric config field, non-finite or out of its range
+    # (tests/configs/experiment_test.py goes through every field).
+    "infinite_bn_epsilon": Row("train", ["--override=model.bn_epsilon=inf"],
+                               r"model.bn_epsilon must be a finite number, got inf"),
+    "nan_learning_rate": Row("train", ["--override=optimizer.g_learning_rate=nan"],
+                             r"optimizer.g_learning_rate must be a finite number, got nan"),
+    "nan_ema_decay_flag": Row("train", ["--ema_decay=nan"],
+                              r"--ema_decay=nan: train.ema_decay must be a finite number"),
+    "momentum_above_one": Row("train", ["--override=model.cbn_momentum=1.5"],
+                              r"model.cbn_momentum must be in \[0, 1\), got 1.5"),
+    "absurd_width": Row("train", ["--override=model.g_width=1000000"],
+                        r"model.g_width must be at most 4096, got 1000000"),
+    "negative_epsilon": Row("train", ["--override=optimizer.epsilon=-1e-8"],
+                            r"optimizer.epsilon must be positive"),
+    "negative_seed": Row("train", ["--seed=-1"],
+                         r"--seed=-1: runtime.seed must be in \[0, 4294967295\], got -1"),
+    "seed_too_large": Row("train", ["--seed=4294967296"], r"runtime.seed must be in"),
+    "config_file_infinity": Row("train", ["--config_file={infinity_json}"],
+                                r"optimizer.epsilon must be a finite number, got inf"),
+    "config_file_nested_deeply": Row("train", ["--config_file={nested_json}"],
+                                     r"cannot read --config_file=.*nested.json: nested too deeply"),
+    "config_json_wrong_type": Row("train", ["--model_dir={wrong_type_config}"],
+                                  r"config.json is not a valid config: model.g_width must be an "
+                                  r"integer, got '8'", unchanged="wrong_type_config"),
     # train.py: overrides and config files.
     "override_without_value": Row("train", ["--override=model.g_width"],
                                   r"override 'model.g_width' is not of the form section.key=value"),
@@ -119,12 +164,33 @@ ROWS = {
     "model_dir_under_a_file": Row("train", ["--model_dir={a_file}/sub"],
                                   r"--model_dir=.*a_file.txt/sub cannot be created: .* is a file"),
     "model_dir_is_a_file": Row("train", ["--model_dir={a_file}"], r"is a file, not a directory"),
+    "model_dir_empty": Row("train", ["--model_dir="], r"--model_dir is empty"),
+    "model_dir_blank": Row("train", ["--model_dir=  "], r"--model_dir is empty"),
+    "model_dir_s3_without_plugin": Row("train", ["--model_dir=s3://bucket/runs/x"],
+                                       r"--model_dir=s3://bucket/runs/x: this TensorFlow has no "
+                                       r"file system for s3://.*tensorflow-io"),
+    "model_dir_unknown_scheme": Row("train", ["--model_dir=foo://x/y"],
+                                    r"no file system for foo://"),
+    "model_dir_malformed_url": Row("train", ["--model_dir=://runs/x"], r"is not a valid URL"),
+    "model_dir_url_without_path": Row("train", ["--model_dir=gs://"], r"is not a valid URL"),
     "resume_with_other_shapes": Row("train", ["--model_dir={run}", "--override=model.g_width=16"],
                                     r"holds a run with another configuration \(.*model.g_width: "
                                     r"saved 8, now 16", unchanged="run"),
     "resume_with_other_data": Row("train", ["--model_dir={run}", "--dataset=cifar10"],
                                   r"data.dataset: saved 'animal_mnist', now 'cifar10'",
                                   unchanged="run"),
+    "resume_with_renamed_classes": Row(
+        "train", ["--model_dir={renamed_run}", "--dataset=folder:{renamed}"],
+        r"renamed_run was trained on other classes \(class names: saved \['ant', 'bee'\], now "
+        r"\['ant', 'wasp'\]\): each label would now mean another class", unchanged="renamed_run"),
+    "resume_with_reordered_classes": Row(
+        "train", ["--model_dir={reordered_run}", "--config_file={reordered_run}/config.json"],
+        r"class names: saved \['bird', 'bear', .*\], now \['bear', 'bird', ",
+        unchanged="reordered_run"),
+    "resume_with_float16": Row("train", ["--model_dir={run}", "--config_file={run}/config.json",
+                                         "--mixed_precision=float16"],
+                               r"configuration \(runtime.mixed_precision: saved 'float32', now "
+                               r"'float16'\); these cannot change on resume", unchanged="run"),
     "garbled_config_json": Row("train", ["--model_dir={garbled_config}"],
                                r"garbled_config/config.json is not a valid config",
                                unchanged="garbled_config"),
@@ -143,6 +209,20 @@ ROWS = {
                                  r"--num_samples must be positive"),
     "evaluate_non_integer_flag": Row("evaluate", ["--checkpoint={run}", "--num_samples=many"],
                                      r"flag --num_samples=many: invalid"),
+    "evaluate_missing_real_folder": Row(
+        "evaluate", ["--checkpoint={run}", "--metrics=fid", "--inception_standin=8",
+                     "--dataset=folder:{root}/nowhere"],
+        r"--dataset=folder:.*/nowhere: image folder .* does not exist", unchanged="run"),
+    "evaluate_real_data_not_prepared": Row(
+        "evaluate", ["--checkpoint={run}", "--metrics=fid", "--inception_standin=8",
+                     "--num_samples=8", "--dataset=cifar10", "--data_dir={empty}"],
+        r"data set cifar10 is not prepared in", unchanged="run"),
+    "evaluate_real_folder_with_bad_image": Row(
+        "evaluate", ["--checkpoint={run}", "--metrics=kid", "--inception_standin=8",
+                     "--num_samples=8", "--dataset=folder:{corrupt}"],
+        r"corrupt/bee/1.jpg: cannot be read as an image by TensorFlow", unchanged="run"),
+    "evaluate_negative_seed": Row("evaluate", ["--checkpoint={run}", "--seed=-1"],
+                                  r"--seed must be in \[0, 4294967295\], got -1"),
     "evaluate_missing_step": Row("evaluate", ["--checkpoint={run}", "--checkpoint_step=7"],
                                  r"no checkpoint for --checkpoint_step=7 .* steps there: \[2\]"),
     "missing_inception_weights": Row("evaluate", ["--checkpoint={run}", "--metrics=fid"],
@@ -248,6 +328,28 @@ def workspace(tmp_path_factory):
     f.write("no images here\n")
   _write_images(os.path.join(path("corrupt"), "ant"), ["0.png", "1.png"], rng)
   _write_images(os.path.join(paths["corrupt"], "bee"), ["0.png", "1.jpg"], rng, corrupt={"1.jpg"})
+  _bad_image_folders(path, rng)
+  # Runs whose data set changed under them.
+  renamed_config = configs.apply_overrides(
+      configs.preset_for_dataset(f"folder:{path('renamed')}"),
+      [f"data.dataset=folder:{paths['renamed']}", "model.num_classes=2"])
+  _write_images(os.path.join(paths["renamed"], "ant"), ["0.png", "1.png"], rng)
+  _write_images(os.path.join(paths["renamed"], "wasp"), ["0.png", "1.png"], rng)
+  os.makedirs(path("renamed_run"))
+  run_dir.write_json(os.path.join(paths["renamed_run"], run_dir.CONFIG_FILE),
+                     renamed_config.to_dict())
+  run_dir.write_json(os.path.join(paths["renamed_run"], run_dir.DATASET_FILE),
+                     {"name": renamed_config.data.dataset, "num_classes": 2,
+                      "class_names": ["ant", "bee"]})
+  shutil.copytree(run, path("reordered_run"))
+  run_dir.write_json(os.path.join(paths["reordered_run"], run_dir.DATASET_FILE),
+                     {"name": "animal_mnist", "num_classes": 10,
+                      "class_names": ["bird", "bear"] + CLASS_NAMES[2:]})
+  shutil.copytree(run, path("wrong_type_config"))
+  values = config.to_dict()
+  values["model"]["g_width"] = "8"
+  with open(os.path.join(paths["wrong_type_config"], run_dir.CONFIG_FILE), "w") as f:
+    json.dump(values, f)
   os.makedirs(path("locked"))
   files = {"a_file": ("a_file.txt", b"a file\n"),
            "garbled_json": ("garbled.json", b'{"model": {"g_width": 8,'),
@@ -255,7 +357,9 @@ def workspace(tmp_path_factory):
            "garbled_npz": ("garbled.npz", os.urandom(2000)),
            "truncated_npz": ("truncated.npz", None),
            "garbled_pb_file": ("garbled.pb", os.urandom(2000)),
-           "garbled_pt": ("garbled.pt", b"PK\x03\x04" + os.urandom(200))}
+           "garbled_pt": ("garbled.pt", b"PK\x03\x04" + os.urandom(200)),
+           "infinity_json": ("infinity.json", b'{"optimizer": {"epsilon": Infinity}}'),
+           "nested_json": ("nested.json", b'{"model": ' + b"[" * 100000 + b"]" * 100000 + b"}")}
   for name, (filename, content) in files.items():
     target = paths[name] = os.path.join(root, filename)
     if content is None:  # A real .npz cut in half.
@@ -265,6 +369,36 @@ def workspace(tmp_path_factory):
       with open(target, "wb") as f:
         f.write(content)
   return paths
+
+
+def _bad_image_folders(path, rng):
+  """Two-class folders with one file the pipeline's decoder cannot read, one kind per folder."""
+  def good(root):
+    _write_images(os.path.join(root, "ant"), ["0.png", "1.png"], rng)
+    _write_images(os.path.join(root, "bee"), ["0.png"], rng)
+
+  good(path("bad_empty"))
+  open(os.path.join(path("bad_empty"), "bee", "1.jpg"), "wb").close()
+  good(path("bad_text"))
+  with open(os.path.join(path("bad_text"), "bee", "1.png"), "w") as f:
+    f.write("not an image\n")
+  good(path("bad_tiff"))
+  PIL.Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+      os.path.join(path("bad_tiff"), "bee", "1.png"), format="TIFF")
+  good(path("bad_truncated"))
+  jpeg = os.path.join(path("bad_truncated"), "bee", "1.jpg")
+  PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(jpeg)
+  os.truncate(jpeg, os.path.getsize(jpeg) // 2)
+  good(path("bad_link"))
+  os.symlink(os.path.join(path("bad_link"), "gone.jpg"),
+             os.path.join(path("bad_link"), "bee", "1.jpg"))
+  good(path("bad_several"))
+  for name in ("ant/1.jpg", "bee/1.jpg", "bee/2.png"):
+    open(os.path.join(path("bad_several"), name), "wb").close()
+  root = path("bad_whole_class")
+  _write_images(os.path.join(root, "ant"), ["0.png", "1.png"], rng)
+  os.makedirs(os.path.join(root, "bee"))
+  open(os.path.join(root, "bee", "0.jpg"), "wb").close()
 
 
 def _garble(path):
@@ -298,6 +432,9 @@ def test_bad_input_fails_with_one_line(name, workspace):
   unchanged = workspace[row.unchanged] if row.unchanged else None
   lock = _lock(workspace["locked"]) if name == "run_dir_in_use" else None
   before = digests(unchanged) if unchanged else None
+  model_dir = next((a for a in args if a.startswith("--model_dir=")), "=")[len("--model_dir="):]
+  new_dir = model_dir.strip() and "://" not in model_dir and not os.path.exists(
+      os.path.join(REPO, model_dir))
   try:
     result = subprocess.run([sys.executable, *PROGRAMS[row.program], *args], cwd=REPO,
                             env=env(**extra), capture_output=True, text=True, timeout=120,
@@ -314,12 +451,30 @@ def test_bad_input_fails_with_one_line(name, workspace):
     assert digests(unchanged) == before
   if row.program == "train" and name not in ("run_dir_in_use",):
     # Nothing trained: no checkpoints anywhere the command pointed at.
-    model_dir = next(a for a in args if a.startswith("--model_dir="))[len("--model_dir="):]
     assert not os.path.exists(os.path.join(model_dir, run_dir.CHECKPOINT_DIR)) or unchanged
+  if row.program == "train" and new_dir:
+    # Nor a new run directory (with its lock) that looks like a started run.
+    assert not os.path.exists(os.path.join(REPO, model_dir)), os.listdir(
+        os.path.join(REPO, model_dir))
+
+
+@pytest.mark.slow
+def test_bad_images_skipped_with_a_count_when_asked(workspace):
+  model_dir = os.path.join(workspace["root"], "runs", "skipping")
+  root = workspace["bad_several"]
+  result = subprocess.run(
+      [sys.executable, TRAIN, f"--dataset=folder:{root}", f"--model_dir={model_dir}",
+       "--override=data.skip_bad_images=true", "--train_steps=2", "--override=model.image_size=32",
+       *TINY], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(rf"skipped 3 image\(s\) TensorFlow cannot decode \(data.skip_bad_images=true\), "
+                   rf"e.g. {re.escape(root)}/ant/1.jpg: InvalidArgumentError: Input is empty.; "
+                   r"training on the other 3", result.stdout), result.stdout[-3000:]
+  assert run_dir.latest_checkpoint(model_dir).endswith("ckpt-2")
 
 
 def test_the_table_is_large_enough():
-  assert len(ROWS) >= 30
+  assert len(ROWS) >= 90
   assert {row.program for row in ROWS.values()} == set(PROGRAMS)
 
 
