@@ -81,7 +81,11 @@ def setup(argv=None):
 
 
 def is_noise(line):
-  """Whether a line TensorFlow writes while loading is a C++ log line (not an error message)."""
+  """Whether a line written while TensorFlow loads is a C++ log line or absl's preamble.
+
+  C++ ERROR lines there are start-up notices too (cuInit on a machine
+  without GPU); a failing import raises a Python exception, which shows.
+  """
   return line.startswith(_ABSL_PREAMBLE) or bool(_CPP_LOG_LINE.match(line))
 
 
