@@ -30,7 +30,12 @@ import time
 from absl import app
 from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from sagan_tf import console  # pylint: disable=g-bad-import-order
+
+if __name__ == "__main__":
+  # Before TensorFlow is imported: keeps its log lines off the console
+  # ($SAGAN_TF_VERBOSE=1 or --verbosity=0 bring them back).
+  console.setup()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "animal_mnist",

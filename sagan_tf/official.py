@@ -20,6 +20,12 @@ import re
 import sys
 import zipfile
 
+if __name__ == "__main__":
+  # Run as a program: keep TensorFlow's log lines off the console; before it is imported.
+  from sagan_tf import console  # pylint: disable=g-import-not-at-top
+  console.setup()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging
 import keras
 import numpy as np

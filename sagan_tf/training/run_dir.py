@@ -200,15 +200,20 @@ def read_dataset_info(model_dir):
 
 def make_checkpoint(generator, discriminator=None, g_optimizer=None, d_optimizer=None,
                     ema_generator=None, step=None, rng=None):
-  """The tf.train.Checkpoint that training writes; pass what you have to restore part of it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """The checkpoint that training writes; pass what you have to restore part of it.
+
+  A `checkpoints.RunCheckpoint`: every model and optimizer variable is saved
+  under its readable name (generator/g_block1/snconv1/snconv1/kernel/...),
+  and run directories written before those names restore as well.
+  """
+  from sagan_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
   objects = {}
   for name, value in (("generator", generator), ("discriminator", discriminator), ("g_optimizer", g_optimizer),
                       ("d_optimizer", d_optimizer), ("ema_generator", ema_generator),
                       ("step", step), ("rng", rng)):
     if value is not None:
       objects[name] = value
-  return tf.train.Checkpoint(**objects)
+  return checkpoints.RunCheckpoint(**objects)
 
 
 def checkpoints_on_disk(checkpoint_dir):
