@@ -15,7 +15,7 @@ from sagan_tf.configs import presets
 from sagan_tf.layers.spectral_norm import SpectralNormalization
 from sagan_tf.models import build_from_config, build_sagan
 from sagan_tf.training import run_dir
-from sagan_tf.training.step import make_optimizers
+from sagan_tf.training.optimizers import make_optimizers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "fixtures", "official_parity")

@@ -11,7 +11,7 @@ from sagan_tf.models.build import build_from_config
 from sagan_tf.training import checkpoints
 from sagan_tf.training import run_dir
 from sagan_tf.training import trainer as trainer_lib
-from sagan_tf.training.step import make_optimizers
+from sagan_tf.training.optimizers import make_optimizers
 from tests.training.trainer_test import constant_batches, state, tiny_config
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
