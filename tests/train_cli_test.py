@@ -169,3 +169,25 @@ def test_resuming_with_other_model_shapes(tmp_path):
   check_usage_error(result, "model.g_width: saved 8, now 16")
   assert (model_dir / run_dir.CONFIG_FILE).read_text() == before
   assert os.listdir(model_dir) == [run_dir.CONFIG_FILE]
+
+
+@pytest.mark.slow
+def test_float16_on_two_replicas_trains_end_to_end(tmp_path):
+  # The older-GPU path, as a user runs it: float16 with dynamic loss scaling,
+  # MirroredStrategy over two logical CPUs.
+  model_dir = str(tmp_path / "run")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", SAGAN_TF_LOGICAL_CPUS="2")
+  result = subprocess.run(
+      [sys.executable, TRAIN, f"--model_dir={model_dir}", *TINY, "--strategy=mirrored",
+       "--mixed_precision=float16", "--noexport"],
+      capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "MirroredStrategy with 2 replicas" in result.stdout
+  losses = [float(x) for x in re.findall(r"d_loss (\S+)", result.stdout)]
+  assert losses and all(np.isfinite(losses))
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, run_dir.CHECKPOINT_DIR, "ckpt-4"))
+  scales = [reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "dynamic_scale" in name]
+  # Both loss-scale optimizers are checkpointed; their scales are powers of two.
+  assert len(scales) == 2
+  assert all(float(np.log2(s)).is_integer() for s in scales)

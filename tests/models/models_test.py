@@ -111,21 +111,27 @@ def test_generator_stem_and_head_match_numpy(rng, np_ref):
   np.testing.assert_allclose(generator(z, labels, training=False), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_discriminator_head_is_sum_pooling_linear_and_projection(rng, np_ref):
-  _, discriminator = build_sagan(32, NUM_CLASSES, width=2)
-  randomize(discriminator.d_sn_linear.weights + discriminator.d_embedding.weights, rng)
-  _, labels, images = inputs(rng)
+def head_reference(discriminator, images, labels, np_ref):
+  """(dtype of the block features, float64 logits of D's head computed from them in NumPy)."""
   h = images
   for index, block in enumerate(discriminator.blocks):
     h = block(h, training=False)
     if index == discriminator._attention_after:
       h = discriminator.attention(h, training=False)
+  features_dtype = h.dtype
   # ReLU, sum (not mean) over H and W, SN linear plus <SN embedding[y], h> (Miyato & Koyama Eq. 3).
   h = np.maximum(np.asarray(h, np.float64), 0.0).sum(axis=(1, 2))
   kernel, _, _ = np_ref.sn_kernel(discriminator.d_sn_linear)
   embedding, _, _ = np_ref.sn_kernel(discriminator.d_embedding)
-  expected = ((h @ kernel)[:, 0] + discriminator.d_sn_linear.layer.bias.numpy()[0]
-              + np.sum(embedding[labels] * h, axis=1))
+  return features_dtype, ((h @ kernel)[:, 0] + discriminator.d_sn_linear.layer.bias.numpy()[0]
+                          + np.sum(embedding[labels] * h, axis=1))
+
+
+def test_discriminator_head_is_sum_pooling_linear_and_projection(rng, np_ref):
+  _, discriminator = build_sagan(32, NUM_CLASSES, width=2)
+  randomize(discriminator.d_sn_linear.weights + discriminator.d_embedding.weights, rng)
+  _, labels, images = inputs(rng)
+  _, expected = head_reference(discriminator, images, labels, np_ref)
   np.testing.assert_allclose(discriminator(images, labels, training=False), expected,
                              rtol=1e-4, atol=1e-5)
 
@@ -294,17 +300,8 @@ def test_float16_discriminator_projects_in_float32(rng, np_ref):
   _, discriminator = build_sagan(32, NUM_CLASSES, width=2, dtype="mixed_float16")
   randomize(discriminator.d_sn_linear.weights + discriminator.d_embedding.weights, rng)
   _, labels, images = inputs(rng)
-  h = images
-  for index, block in enumerate(discriminator.blocks):
-    h = block(h, training=False)
-    if index == discriminator._attention_after:
-      h = discriminator.attention(h, training=False)
-  assert h.dtype == tf.float16
-  h = np.maximum(np.asarray(h, np.float64), 0.0).sum(axis=(1, 2))
-  kernel, _, _ = np_ref.sn_kernel(discriminator.d_sn_linear)
-  embedding, _, _ = np_ref.sn_kernel(discriminator.d_embedding)
-  expected = ((h @ kernel)[:, 0] + discriminator.d_sn_linear.layer.bias.numpy()[0]
-              + np.sum(embedding[labels] * h, axis=1))
+  features_dtype, expected = head_reference(discriminator, images, labels, np_ref)
+  assert features_dtype == tf.float16
   logits = discriminator(images, labels, training=False)
   assert logits.dtype == tf.float32
   np.testing.assert_allclose(logits, expected, rtol=2e-6, atol=1e-6)
