@@ -3,13 +3,10 @@
 import argparse
 import dataclasses
 import json
-import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,416 +14,38 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
+# After the path is set: the benchmark modules import TensorFlow only inside
+# their functions, so the orchestrator and the fid worker never load it.
+from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import eval_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import flops_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import input_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import matmul_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import train_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 BENCHMARKS = ("flops", "matmul_peak", "train", "input", "inception", "fid", "profile")
 MODES = ("eager", "function", "xla")
 DTYPES = ("float32", "bfloat16", "float16")
 STRATEGIES = ("one_device", "mirrored", "tpu")
-# The preset of each image size, and the batch the full run measures it at.
-PRESET_NAMES = {32: "cifar10", 64: "celeb_a", 128: "imagenet2012"}
+# The batch the full run measures each preset's image size at.
 FULL_BATCH = {32: 64, 64: 32, 128: 16}
 INPUT_DATASETS = ("animal_mnist", "folder")
 # Keys every JSON line carries (None where a benchmark has no such quantity).
 REQUIRED_KEYS = ("name", "preset", "mode", "dtype", "batch", "images_per_second", "flops_per_image",
                  "peak_fraction", "strategy", "replicas", "peak_rss_mb", "seconds")
-_RECORD_PREFIX = "@@bench "
 
-
-# --------------------------------------------------------------------------- worker side
-# Everything below up to the orchestration runs in the subprocess of one benchmark.
-
-def _split_cpu():
-  """Two logical CPUs for MirroredStrategy; must run before anything initialises TensorFlow."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  cpu = tf.config.list_physical_devices("CPU")[0]
-  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-
-def _emit(record):
-  # ru_maxrss is in KiB on Linux: the peak of this process, i.e. of this benchmark.
-  record = dict(record, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
-  print(_RECORD_PREFIX + json.dumps(record), flush=True)
-
-
-def _timed(fn, repeats, cpu_seconds=None):
-  """Wall seconds of each of `repeats` calls of fn (which must block until its work is done).
-
-  Appends each call's CPU seconds (all threads of this process) to `cpu_seconds`.
-  """
-  seconds = []
-  for _ in range(repeats):
-    cpu_start, start = time.process_time(), time.perf_counter()
-    fn()
-    seconds.append(time.perf_counter() - start)
-    if cpu_seconds is not None:
-      cpu_seconds.append(time.process_time() - cpu_start)
-  return seconds
-
-
-def _experiment(spec):
-  """The preset's ExperimentConfig with the benchmark's width, batch and d_steps=1."""
-  from sagan_tf.configs import presets  # pylint: disable=g-import-not-at-top
-  config = presets.PRESETS[PRESET_NAMES[spec["preset"]]]()
-  model = config.model
-  if spec.get("width"):
-    model = dataclasses.replace(model, g_width=spec["width"], d_width=spec["width"])
-  # One "image" is one real image through one D and one G update, so d_steps=1
-  # even for presets that train with more (celeb_a's 5).
-  train = dataclasses.replace(config.train, batch_size=spec["batch"], d_steps=1, ema_decay=0.0)
-  runtime = dataclasses.replace(
-      config.runtime, seed=0, strategy=spec.get("strategy", "one_device"),
-      tpu=spec.get("tpu", ""), mixed_precision=spec.get("dtype", "float32"),
-      jit_compile=spec.get("mode") == "xla")
-  return dataclasses.replace(config, model=model, train=train, runtime=runtime)
-
-
-def _make_strategy(config):
-  """The run's strategy, from the Trainer's own factory ("mirrored" spans the logical CPUs)."""
-  from sagan_tf.training.trainer import make_strategy  # pylint: disable=g-import-not-at-top
-  return make_strategy(config.runtime)
-
-
-def _build_step(config, strategy):
-  """The `TrainStep` train.py runs, from the Trainer's own builder, without a run directory."""
-  from sagan_tf.training.components import build_components  # pylint: disable=g-import-not-at-top
-  return build_components(config, strategy).train_step
-
-
-def _synthetic_iterator(strategy, config):
-  """A distributed iterator of one fixed random batch: the step alone, without input cost."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  size, num_classes = config.model.image_size, config.model.num_classes
-
-  def make(context):
-    batch = context.get_per_replica_batch_size(config.train.batch_size)
-    rng = np.random.default_rng(context.input_pipeline_id)
-    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    labels = rng.integers(0, max(num_classes, 1), (batch,)).astype(np.int32)
-    return tf.data.Dataset.from_tensors((images, labels)).repeat()
-
-  return iter(strategy.distribute_datasets_from_function(make))
-
-
-def bench_train(spec):
-  """Training images/second of one (preset, mode, dtype, strategy) at one batch."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bench import flops  # pylint: disable=g-import-not-at-top
-  config = _experiment(spec)
-  if (spec["mode"] == "xla" and spec["strategy"] == "mirrored"
-      and not tf.config.list_logical_devices("GPU")):
-    _emit({"name": "train", "preset": spec["preset"], "mode": "xla", "dtype": spec["dtype"],
-           "strategy": "mirrored", "replicas": 2, "batch": config.train.batch_size,
-           "status": "skipped",
-           "note": "XLA under MirroredStrategy on logical CPU devices fails; needs GPUs"})
-    return
-  strategy = _make_strategy(config)
-  replicas = strategy.num_replicas_in_sync
-  build_start = time.perf_counter()
-  step = _build_step(config, strategy)
-  iterator = _synthetic_iterator(strategy, config)
-  build_seconds = time.perf_counter() - build_start
-  steps = spec["steps"]
-  if spec["mode"] == "eager":
-    # The replica function's Python body, op by op, under the same strategy.run.
-    def run(num_steps):
-      step.metric_sums.assign(tf.zeros_like(step.metric_sums))
-      for _ in range(num_steps):
-        batches = tuple(next(iterator) for _ in range(config.train.d_steps))
-        strategy.run(step._replica_iteration, args=(batches,))  # pylint: disable=protected-access
-      return float(step.metric_sums.read_value()[0])
-  else:
-    def run(num_steps):
-      return float(step.loop(iterator, tf.constant(num_steps, tf.int32))["d_loss"])
-
-  warmup_start = time.perf_counter()
-  run(1)  # Tracing, XLA compilation and first-touch allocations.
-  warmup_seconds = time.perf_counter() - warmup_start
-  if spec["mode"] != "eager":
-    run(0)  # Another num_steps value: must not retrace.
-  losses, cpu_seconds = [], []
-  seconds = _timed(lambda: losses.append(run(steps)), spec["repeats"], cpu_seconds)
-  last_loss = losses[-1]
-  median = statistics.median(seconds)
-  counts = flops.iteration_flops(config.model, config.train.batch_size)
-  images_per_second = config.train.batch_size * steps / median
-  _emit({
-      "name": "train", "preset": spec["preset"], "mode": spec["mode"], "dtype": spec["dtype"],
-      "strategy": spec["strategy"], "replicas": replicas, "batch": config.train.batch_size,
-      "width": config.model.g_width, "steps": steps, "repeats": spec["repeats"],
-      "images_per_second": images_per_second, "seconds": median,
-      "chunk_seconds": [round(s, 4) for s in seconds],
-      # On a busy machine, images per CPU-second times the core count roughly
-      # estimates the idle rate (threads that spin-wait or scale badly skew it).
-      "chunk_cpu_seconds": [round(s, 4) for s in cpu_seconds],
-      "images_per_cpu_second": config.train.batch_size * steps / statistics.median(cpu_seconds),
-      "build_seconds": build_seconds,
-      "warmup_seconds": warmup_seconds, "flops_per_image": counts["flops_per_image"],
-      "flops_per_second": counts["flops_per_image"] * images_per_second,
-      "loop_trace_count": (None if spec["mode"] == "eager"
-                           else step.loop.experimental_get_tracing_count()),
-      "finite_loss": math.isfinite(last_loss)})
-
-
-def bench_matmul_peak(spec):
-  """Best FLOP/s of chained n x n matmuls in one tf.function, the machine's practical peak."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  n, chain = spec["n"], spec["chain"]
-  rng = np.random.default_rng(0)
-  # An orthogonal factor keeps the chained product's norm fixed; a chain
-  # rather than repeats of one product, which grappler would fold into one.
-  q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-
-  @tf.function
-  def product(x, b):
-    for _ in tf.range(chain):
-      x = tf.matmul(x, b)
-    return x
-
-  for dtype in spec["dtypes"]:
-    x = tf.cast(tf.constant(rng.standard_normal((n, n)), tf.float32), dtype)
-    b = tf.cast(tf.constant(q, tf.float32), dtype)
-    product(x, b).numpy()
-    seconds = _timed(lambda: product(x, b).numpy(), spec["repeats"])  # pylint: disable=cell-var-from-loop
-    best = min(seconds)
-    _emit({"name": "matmul_peak", "dtype": dtype, "n": n, "chain": chain,
-           "flops_per_second": 2 * n ** 3 * chain / best, "seconds": best,
-           "all_seconds": [round(s, 4) for s in seconds]})
-
-
-def bench_flops(spec):
-  """Analytic FLOPs per preset, and TF's profiler count of one config's graphs to check them."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bench import flops  # pylint: disable=g-import-not-at-top
-  for preset, batch in spec["batches"]:
-    config = _experiment({"preset": preset, "batch": batch})
-    counts = flops.iteration_flops(config.model, batch)
-    _emit({"name": "flops", "preset": preset, "batch": batch, "width": config.model.g_width,
-           "seconds": 0.0, **counts})
-  check = spec["check"]
-  config = _experiment(check)
-  step = _build_step(config, tf.distribute.get_strategy())
-  size, batch = config.model.image_size, check["batch"]
-  images = tf.TensorSpec([batch, size, size, 3], tf.float32)
-  labels = tf.TensorSpec([batch], tf.int32)
-  z = tf.TensorSpec([batch, config.model.z_dim], tf.float32)
-  both = tf.TensorSpec([2 * batch, size, size, 3], tf.float32)
-  both_labels = tf.TensorSpec([2 * batch], tf.int32)
-  generator, discriminator = step.generator, step.discriminator
-  counts = flops.iteration_flops(config.model, batch)
-  graphs = {
-      "g_forward": (tf.function(lambda z, y: generator(z, y, training=True)), (z, labels),
-                    flops.forward_flops(config.model, batch, "G")),
-      "d_forward_2b": (tf.function(lambda x, y: discriminator(x, y, training=True)),
-                       (both, both_labels), flops.forward_flops(config.model, 2 * batch, "D")),
-      # The two updates together are one iteration.
-      "d_update": (tf.function(step._d_update), (images, labels), counts["d_update_flops"]),  # pylint: disable=protected-access
-      # A Python batch size, so that the traced graph has static shapes to count.
-      "g_update": (tf.function(step._g_update), (batch,), counts["g_update_flops"]),  # pylint: disable=protected-access
-  }
-  profiled = {}
-  for name, (function, signature, analytic) in graphs.items():
-    start = time.perf_counter()
-    total, matmul, by_type = flops.profile_float_ops(function.get_concrete_function(*signature))
-    profiled[name] = matmul
-    _emit({"name": "flops", "preset": check["preset"], "batch": batch,
-           "width": config.model.g_width, "graph": name, "profiler_float_ops": total,
-           "profiler_matmul_flops": matmul, "analytic_flops": analytic,
-           "profiler_by_type": by_type, "seconds": time.perf_counter() - start})
-  iteration = profiled["d_update"] + profiled["g_update"]
-  _emit({"name": "flops", "preset": check["preset"], "batch": batch, "width": config.model.g_width,
-         "graph": "iteration", "profiler_matmul_flops": iteration,
-         "analytic_flops": counts["flops_per_iteration"],
-         "flops_per_image": counts["flops_per_image"],
-         "profiler_flops_per_image": iteration / batch, "seconds": 0.0})
-
-
-def _write_png_folder(root, image_size, count):
-  """`count` PNGs in two class folders, larger than `image_size` and not square, as photos are."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import PIL.Image  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  height, width = 2 * image_size, 3 * image_size // 2
-  ramp = np.linspace(0, 255, width)[None, :, None]
-  for index in range(count):
-    folder = os.path.join(root, f"class_{index % 2}")
-    os.makedirs(folder, exist_ok=True)
-    noise = rng.integers(0, 64, (height, width, 3))
-    image = np.clip(ramp * (index % 5 + 1) / 5 + noise, 0, 255).astype(np.uint8)
-    PIL.Image.fromarray(image).save(os.path.join(folder, f"{index:05d}.png"))
-  return height, width
-
-
-def bench_input(spec):
-  """Images/second that make_dataset delivers on the host, alone."""
-  from sagan_tf.data import make_dataset  # pylint: disable=g-import-not-at-top
-  size, batch = spec["preset"], spec["batch"]
-  with tempfile.TemporaryDirectory() as root:
-    detail = {}
-    if spec["dataset"] == "folder":
-      height, width = _write_png_folder(root, size, spec["files"])
-      name = f"folder:{root}"
-      detail = {"files": spec["files"], "file_size": f"{height}x{width}"}
-    else:
-      name = spec["dataset"]
-    dataset = make_dataset(name, image_size=size, batch_size=batch, seed=0)
-    iterator = iter(dataset)
-    for _ in range(3):  # Fill the prefetch buffers and let AUTOTUNE settle.
-      next(iterator)
-
-    def run():
-      for _ in range(spec["batches"]):
-        images, _ = next(iterator)
-      images.numpy()
-
-    seconds = _timed(run, spec["repeats"])
-  median = statistics.median(seconds)
-  _emit({"name": "input", "preset": size, "dataset": spec["dataset"], "batch": batch,
-         "dtype": "float32", "images_per_second": batch * spec["batches"] / median,
-         "seconds": median, **detail})
-
-
-def bench_inception(spec):
-  """pool_3 features/second of the FID Inception network on 32x32 inputs (resized to 299 inside)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from sagan_tf import metrics  # pylint: disable=g-import-not-at-top
-  record = {"name": "inception", "batch": spec["batch"], "dtype": "float32"}
-  try:
-    network = metrics.load_inception()
-  except metrics.InceptionWeightsNotFoundError as error:
-    _emit(dict(record, status="skipped", note=str(error).split(". ")[0]))
-    return
-  images = tf.constant(np.random.default_rng(0).uniform(0, 255, (spec["batch"], 32, 32, 3)),
-                       tf.float32)
-  network.forward(images)["pool_3"].numpy()
-  seconds = _timed(lambda: network.forward(images)["pool_3"].numpy(), spec["repeats"])
-  median = statistics.median(seconds)
-  _emit(dict(record, images_per_second=spec["batch"] / median, seconds=median,
-             source=network.source))
-
-
-def bench_fid(spec):
-  """Seconds of FID's statistics and matrix square root on random features."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  # fid.py needs only numpy and scipy; loading it by path skips sagan_tf.metrics'
-  # __init__, which imports TensorFlow, so the peak memory is FID's own.
-  module_spec = importlib.util.spec_from_file_location(
-      "fid", os.path.join(REPO, "sagan_tf", "metrics", "fid.py"))
-  fid = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(fid)
-  rng = np.random.default_rng(0)
-  samples, dim = spec["samples"], spec["dim"]
-  real = rng.standard_normal((samples, dim), dtype=np.float32)
-  fake = rng.standard_normal((samples, dim), dtype=np.float32) + 0.1
-  start = time.perf_counter()
-  mu1, sigma1 = fid.compute_statistics(real)
-  mu2, sigma2 = fid.compute_statistics(fake)
-  statistics_seconds = time.perf_counter() - start
-  start = time.perf_counter()
-  distance = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
-  distance_seconds = time.perf_counter() - start
-  _emit({"name": "fid", "samples": samples, "dim": dim, "dtype": "float64",
-         "seconds": statistics_seconds + distance_seconds, "statistics_seconds": statistics_seconds,
-         "frechet_distance_seconds": distance_seconds, "fid": distance})
-
-
-def _op_times(logdir, first_phase, second_phase):
-  """Summed op seconds from the newest profiler trace in `logdir`, by op type, part and layer.
-
-  Op events are named "<scope>/<op name>:<op type>". TrainStep's replica
-  function opens the name scopes d_update and g_update; gradient ops sit
-  under gradient_tape/. Keras' "_1" call suffixes are dropped from scope
-  names.
-  """
-  import glob  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
-  path = max(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True),
-             key=os.path.getmtime)
-  space = xplane_pb2.XSpace()
-  with open(path, "rb") as f:
-    space.ParseFromString(f.read())
-  tables = {"op_type": {}, "part": {}, "layer": {}}
-
-  def add(table, key, seconds):
-    tables[table][key] = tables[table].get(key, 0.0) + seconds
-
-  for plane in space.planes:
-    for line in plane.lines:
-      for event in line.events:
-        name = plane.event_metadata[event.metadata_id].name
-        if ":" not in name or "::" in name or " " in name:
-          continue
-        op_name, op_type = name.rsplit(":", 1)
-        seconds = event.duration_ps * 1e-12
-        add("op_type", op_type, seconds)
-        phase, direction, scope = "loop", "forward", []
-        for part in op_name.split("/")[:-1]:
-          bare = re.sub(r"_\d+$", "", part)
-          if bare in (first_phase, second_phase):
-            phase = bare
-          elif part == "gradient_tape":
-            direction = "backward"
-          elif (part not in ("while", "body", "StatefulPartitionedCall")
-                and not re.fullmatch(r"_\d+", part)):
-            scope.append(re.sub(r"_\d+$", "", part))
-        model = scope[0] if scope else "other"
-        if model not in ("generator", "discriminator"):
-          model, direction = "other (optimizer, metrics)", ""
-        add("part", " ".join(p for p in (phase, direction, model) if p), seconds)
-        add("layer", f"{phase} {direction or '-'} " + "/".join(scope[:3]), seconds)
-  return tables
-
-
-def bench_profile(spec):
-  """Where one training iteration's time goes: op types and layers from a profiler trace."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  config = _experiment(spec)
-  strategy = _make_strategy(config)
-  step = _build_step(config, strategy)
-  iterator = _synthetic_iterator(strategy, config)
-
-  def run(num_steps):
-    return float(step.loop(iterator, tf.constant(num_steps, tf.int32))["d_loss"])
-
-  run(1)
-  phases = ("g_update", "d_update") if config.train.g_first else ("d_update", "g_update")
-  with tempfile.TemporaryDirectory() as logdir:
-    tf.profiler.experimental.start(logdir)
-    start = time.perf_counter()
-    run(spec["steps"])
-    seconds = time.perf_counter() - start
-    tf.profiler.experimental.stop()
-    tables = _op_times(logdir, *phases)
-  total = sum(tables["op_type"].values())
-  top = spec.get("top", 15)
-
-  def shares(table):
-    ranked = sorted(table.items(), key=lambda item: -item[1])[:top]
-    return [[name, round(value / spec["steps"], 4), round(value / total, 4)] for name, value in ranked]
-
-  _emit({"name": "profile", "preset": spec["preset"], "mode": spec["mode"], "dtype": spec["dtype"],
-         "strategy": spec["strategy"], "batch": config.train.batch_size, "steps": spec["steps"],
-         "seconds": seconds / spec["steps"], "op_seconds_per_iteration": total / spec["steps"],
-         "images_per_second": config.train.batch_size * spec["steps"] / seconds,
-         "top_op_types": shares(tables["op_type"]), "top_parts": shares(tables["part"]),
-         "top_layers": shares(tables["layer"])})
-
-
-WORKERS = {"train": bench_train, "matmul_peak": bench_matmul_peak, "flops": bench_flops,
-           "input": bench_input, "inception": bench_inception, "fid": bench_fid,
-           "profile": bench_profile}
+WORKERS = {"train": train_bench.bench_train, "matmul_peak": matmul_bench.bench_matmul_peak,
+           "flops": flops_bench.bench_flops, "input": input_bench.bench_input,
+           "inception": eval_bench.bench_inception, "fid": eval_bench.bench_fid,
+           "profile": train_bench.bench_profile}
 
 
 def run_worker(spec):
+  """Runs one benchmark in this process: the `--_worker` side of `run_job`."""
   if spec["kind"] != "fid":
-    _split_cpu()
+    common.split_cpu()
   WORKERS[spec["kind"]](spec)
 
-
-# --------------------------------------------------------------------------- orchestration
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -465,7 +84,7 @@ def plan(settings):
   if "flops" in settings.only:
     check_preset = settings.presets[-1]
     jobs.append({"kind": "flops",
-                 "batches": [(p, FULL_BATCH[p]) for p in sorted(PRESET_NAMES)],
+                 "batches": [(p, FULL_BATCH[p]) for p in sorted(common.PRESET_NAMES)],
                  "check": {"preset": check_preset, "batch": settings.batches[check_preset],
                            "width": settings.width}})
   if "matmul_peak" in settings.only or "train" in settings.only:
@@ -515,8 +134,8 @@ def run_job(spec, timeout):
   except subprocess.TimeoutExpired as error:
     stdout = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
     stderr, code = f"timed out after {timeout} s", -1
-  records = [json.loads(line[len(_RECORD_PREFIX):]) for line in stdout.splitlines()
-             if line.startswith(_RECORD_PREFIX)]
+  records = [json.loads(line[len(common.RECORD_PREFIX):]) for line in stdout.splitlines()
+             if line.startswith(common.RECORD_PREFIX)]
   if code != 0 or not records:
     lines = [l for l in stderr.strip().splitlines() if l.strip()]
     records.append({"name": spec["kind"], **{k: spec[k] for k in
