@@ -82,16 +82,18 @@ class ConditionalBatchNormalization(keras.layers.Layer):
                                  autocast=False)
     self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32",
                                 autocast=False)
-    # Replica-local, as Keras' BatchNormalization keeps them: a write needs no
-    # merge_call or collective (docs/distributed.md). With `synchronized` all
-    # replicas hold the same values; otherwise each tracks its own batches and
-    # checkpoints save replica 0's, as PyTorch's DataParallel and DDP do.
+    # With `synchronized` every replica computes the same statistics, so the
+    # moving averages are replica-local writes (no merge_call, no collective).
+    # Otherwise they are averaged over replicas on write (MEAN: an all-reduce,
+    # also inside XLA, never a merge_call there), so all copies stay equal.
+    # See docs/distributed.md.
+    aggregation = "none" if self.synchronized else "mean"
     self.moving_mean = self.add_weight(
         name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
-        dtype="float32", autocast=False, aggregation="none")
+        dtype="float32", autocast=False, aggregation=aggregation)
     self.moving_variance = self.add_weight(
         name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
-        dtype="float32", autocast=False, aggregation="none")
+        dtype="float32", autocast=False, aggregation=aggregation)
 
   def call(self, inputs, labels=None, training=False):
     x = ops.cast(inputs, "float32")

@@ -4,7 +4,8 @@ The chunk function is what an accelerator runs: one `strategy.run` per
 iteration means one replica program per iteration; every collective in the
 loop body is paid at every iteration, one outside the loop once per chunk.
 The collectives are counted under the multi-worker strategy's implementation
-(CollectiveAllReduceStrategy) on two local logical CPUs, whose cross-device
+(CollectiveAllReduceStrategy) on two local logical CPUs, with synchronised
+batch norm (whose moving statistics are then replica-local), whose cross-device
 reductions are CollectiveReduceV2 ops in the graph (MirroredStrategy on CPUs
 reduces with plain copies and adds instead).
 
@@ -59,10 +60,12 @@ def _probe(strategy_name, dtype):
   else:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   config = configs.ExperimentConfig(
-      model=configs.ModelConfig(image_size=32, num_classes=3, g_width=8, d_width=8, z_dim=16),
+      model=configs.ModelConfig(image_size=32, num_classes=3, g_width=8, d_width=8, z_dim=16,
+                                sync_batch_norm=True),
       train=configs.TrainConfig(batch_size=BATCH, d_steps=D_STEPS, ema_decay=0.9),
       runtime=configs.RuntimeConfig(mixed_precision=dtype))
   step = build_components(config, strategy).train_step
+  batch_norms = sum(v.path.endswith("moving_mean") for v in step.generator.variables)
 
   def make(context):
     batch = context.get_per_replica_batch_size(BATCH)
@@ -82,6 +85,7 @@ def _probe(strategy_name, dtype):
                         if n.op in ("StatefulPartitionedCall", "PartitionedCall")],
       "collectives_in_loop": sum(in_loop[name] for name in COLLECTIVES),
       "collectives_in_chunk": sum(everything[name] for name in COLLECTIVES),
+      "batch_norms": batch_norms,
   }
 
 
@@ -107,8 +111,14 @@ def test_one_replica_call_per_iteration(collective_float32):
 def test_collectives_are_one_gradient_all_reduce_per_update_and_one_metric_reduction(
     collective_float32):
   # D_STEPS D updates and one G update, each one batched gradient all-reduce
-  # per replica; no metric reduction, no u / BN / counter / EMA traffic.
-  assert collective_float32["collectives_in_loop"] == REPLICAS * (D_STEPS + 1)
+  # per replica; in each of their D_STEPS + 1 G forwards one all-reduce of the
+  # batch moments per synchronised batch norm, and its gradient (another
+  # all-reduce) in the G update's backward pass; no metric reduction, no u /
+  # moving-statistics / counter / EMA traffic.
+  updates, norms = D_STEPS + 1, collective_float32["batch_norms"]
+  expected = REPLICAS * (updates + updates * norms + norms)
+  assert collective_float32["batch_norms"] == 7  # 3 blocks x 2 CBN + the final BN at 32 px.
+  assert collective_float32["collectives_in_loop"] == expected
   # Outside the loop: the metric sums, once per chunk.
   outside = collective_float32["collectives_in_chunk"] - collective_float32["collectives_in_loop"]
   assert outside == REPLICAS
@@ -116,7 +126,9 @@ def test_collectives_are_one_gradient_all_reduce_per_update_and_one_metric_reduc
 
 def test_float16_adds_one_overflow_vote_per_update():
   counts = probe("collective", "float16")
-  assert counts["collectives_in_loop"] == REPLICAS * 2 * (D_STEPS + 1)
+  updates = D_STEPS + 1
+  norms = counts["batch_norms"]
+  assert counts["collectives_in_loop"] == REPLICAS * (2 * updates + updates * norms + norms)
 
 
 def test_mirrored_runs_one_replica_call_per_iteration():
