@@ -80,6 +80,11 @@ class Discriminator(keras.Model):
       self.d_embedding = SpectralNormalization(embedding, name="d_embedding", dtype="float32",
                                                **self.sn_options)
 
+  @property
+  def attention_after(self):
+    """Index in `blocks` of the block the self-attention follows (read-only)."""
+    return self._attention_after
+
   def call(self, images, labels=None, training=False):
     if self.num_classes and labels is None:
       raise ValueError("the discriminator is conditional: pass integer `labels`")

@@ -75,6 +75,11 @@ class Generator(keras.Model):
     self.g_bn = ConditionalBatchNormalization(0, name="g_bn", dtype=policy, **self.bn_options)
     self.g_snconv_last = sn_conv(3, 3, "g_snconv_last", self.sn_options, dtype=policy)
 
+  @property
+  def attention_after(self):
+    """Index in `blocks` of the block the self-attention follows (read-only)."""
+    return self._attention_after
+
   def call(self, z, labels=None, training=False, return_attention=False):
     if self.num_classes and labels is None:
       raise ValueError("the generator is conditional: pass integer `labels`")

@@ -1,7 +1,7 @@
 """The GAN training step: `steps_per_loop` iterations of D and G updates in one compiled call.
 
 This is the one step of the project: train.py's Trainer, the official-parity
-check (sagan_tf/official.py) and bench/ all run this class.
+check (sagan_tf/official/parity.py) and bench/ all run this class.
 """
 
 import tensorflow as tf
