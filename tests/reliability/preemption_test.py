@@ -1,6 +1,6 @@
 """SIGTERM, SIGINT and kill -9 during train.py: a checkpoint on the way out, resumes that lose nothing.
 
-SAGAN_TF_KILL_TRIALS (default 5) sets the number of kill -9 trials; the
+SAGAN_TF_KILL_TRIALS (default 3) sets the number of kill -9 trials; the
 report line of the test gives how many restarts resumed cleanly.
 """
 
@@ -72,7 +72,7 @@ def test_signal_during_start_up_exits_zero_without_training(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_at_random_times_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
-  trials = int(os.environ.get("SAGAN_TF_KILL_TRIALS", "5"))
+  trials = int(os.environ.get("SAGAN_TF_KILL_TRIALS", "3"))
   total = max(40, 8 * trials)
   rng = random.Random(int(os.environ.get("SAGAN_TF_KILL_SEED", "0")))
   model_dir = str(tmp_path / "run")
