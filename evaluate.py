@@ -17,7 +17,6 @@ weights come from --inception_path, $SAGAN_TF_INCEPTION or the cache that
 import functools
 import errno
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -73,18 +72,11 @@ flags.DEFINE_integer("cls_epochs", 3, "Epochs of the cls classifier.")
 flags.DEFINE_bool("cache", True, "Read and write cached real statistics and classifiers.")
 
 
+PROGRAM = "evaluate.py"
+
+
 def _fail(message, status=2):
-  print(f"evaluate.py: error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(status)
-
-
-def _parse_flags(argv):
-  # absl would exit 1 with a two-line message; a bad flag value is a usage
-  # error like any other, in the one-line format above.
-  try:
-    return FLAGS(argv)
-  except flags.Error as error:
-    _fail(error)
+  console.fail(PROGRAM, message, status)
 
 
 def parse_metrics(text):
@@ -177,8 +169,7 @@ def check_flags(values):
 
 
 def main(argv):
-  if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+  console.refuse_arguments(PROGRAM, argv)
   try:
     metrics, pixels = check_flags(FLAGS)
   except ValueError as error:
@@ -228,4 +219,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=console.flags_parser(PROGRAM))

@@ -89,60 +89,9 @@ class _GeneratorModule(tf.Module):
     self.metadata_json = tf.Variable(json.dumps(metadata, sort_keys=True), trainable=False,
                                      name="metadata_json")
 
-    def checked_inputs(z, labels):
-      labels = tf.cast(labels, tf.int64)
-      # Loaded signatures do not check shapes against their TensorSpecs, so a
-      # wrong width would otherwise fail deep inside as a matmul shape error.
-      checks = [
-          tf.debugging.assert_equal(tf.shape(z, out_type=tf.int64)[-1], tf.constant(z_dim, tf.int64),
-                                    message=f"z must have shape [batch, {z_dim}]"),
-          tf.debugging.assert_equal(tf.shape(z, out_type=tf.int64)[0],
-                                    tf.shape(labels, out_type=tf.int64)[0],
-                                    message="z and labels must have the same batch size")]
-      if num_classes:
-        message = f"labels must be class indices in [0, {num_classes})"
-        checks.append(tf.debugging.assert_non_negative(labels, message=message))
-        checks.append(tf.debugging.assert_less(labels, tf.constant(num_classes, tf.int64),
-                                               message=message))
-      with tf.control_dependencies(checks):
-        return tf.identity(z), tf.cast(labels, tf.int32)
-
-    z_spec = tf.TensorSpec([None, z_dim], tf.float32, name="z")
-    labels_spec = tf.TensorSpec([None], tf.int64, name="labels")
-
-    # Every endpoint calls this one function, so the generator is traced once.
-    @tf.function(autograph=False, input_signature=[z_spec, labels_spec])
-    def images_and_attention(z, labels):
-      z, labels = checked_inputs(z, labels)
-      # training=False: no spectral-norm u, batch-norm statistic or other state changes.
-      return generator(z, labels if num_classes else None, training=False, return_attention=True)
-
-    @tf.function(autograph=False, input_signature=[z_spec, labels_spec])
-    def serving_default(z, labels):
-      return {"images": images_and_attention(z, labels)[0]}
-
-    @tf.function(autograph=False, input_signature=[z_spec, labels_spec])
-    def generate_uint8(z, labels):
-      return {"images": _to_uint8(images_and_attention(z, labels)[0])}
-
-    @tf.function(autograph=False, input_signature=[z_spec, labels_spec])
-    def attention(z, labels):
-      images, attention_map = images_and_attention(z, labels)
-      return {"images": images, "attention": attention_map}
-
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.int64, name="seed"),
-                                                   tf.TensorSpec([], tf.int64, name="batch_size")])
-    def sample(seed, batch_size):
-      with tf.control_dependencies([tf.debugging.assert_positive(
-          batch_size, message="batch_size must be positive")]):
-        shape = tf.stack([batch_size, tf.constant(z_dim, tf.int64)])
-      z = _truncated_normal(shape, tf.stack([seed, tf.constant(0, tf.int64)]), truncation)
-      if num_classes:
-        labels = tf.random.stateless_uniform(shape[:1], tf.stack([seed, tf.constant(1, tf.int64)]),
-                                             minval=0, maxval=num_classes, dtype=tf.int64)
-      else:
-        labels = tf.zeros(shape[:1], tf.int64)
-      return {"images": images_and_attention(z, labels)[0], "z": z, "labels": labels}
+    images_and_attention = _traced_generator(generator, z_dim, num_classes)
+    endpoints = _image_endpoints(images_and_attention, z_dim)
+    endpoints["sample"] = _sample_endpoint(images_and_attention, z_dim, num_classes, truncation)
 
     @tf.function(autograph=False, input_signature=[])
     def get_metadata():
@@ -154,14 +103,89 @@ class _GeneratorModule(tf.Module):
       return images_and_attention(tf.cast(z, tf.float32), tf.cast(labels, tf.int64))[0]
 
     self.images_and_attention = images_and_attention
-    self.serving_default = serving_default
-    self.generate_uint8 = generate_uint8
-    self.attention = attention
-    self.sample = sample
+    self.serving_default = endpoints["serving_default"]
+    self.generate_uint8 = endpoints["generate_uint8"]
+    self.attention = endpoints["attention"]
+    self.sample = endpoints["sample"]
     self.get_metadata = get_metadata
     self.generate = generate
     for dtype in (tf.int32, tf.int64):
-      generate.get_concrete_function(z_spec, tf.TensorSpec([None], dtype, name="labels"))
+      generate.get_concrete_function(_z_spec(z_dim), tf.TensorSpec([None], dtype, name="labels"))
+
+
+def _z_spec(z_dim):
+  return tf.TensorSpec([None, z_dim], tf.float32, name="z")
+
+
+_LABELS_SPEC = tf.TensorSpec([None], tf.int64, name="labels")
+
+
+def _checked_inputs(z, labels, z_dim, num_classes):
+  """(z, int32 labels) after checks of z's width, the batch sizes and the label range."""
+  labels = tf.cast(labels, tf.int64)
+  # Loaded signatures do not check shapes against their TensorSpecs, so a
+  # wrong width would otherwise fail deep inside as a matmul shape error.
+  checks = [
+      tf.debugging.assert_equal(tf.shape(z, out_type=tf.int64)[-1], tf.constant(z_dim, tf.int64),
+                                message=f"z must have shape [batch, {z_dim}]"),
+      tf.debugging.assert_equal(tf.shape(z, out_type=tf.int64)[0],
+                                tf.shape(labels, out_type=tf.int64)[0],
+                                message="z and labels must have the same batch size")]
+  if num_classes:
+    message = f"labels must be class indices in [0, {num_classes})"
+    checks.append(tf.debugging.assert_non_negative(labels, message=message))
+    checks.append(tf.debugging.assert_less(labels, tf.constant(num_classes, tf.int64),
+                                           message=message))
+  with tf.control_dependencies(checks):
+    return tf.identity(z), tf.cast(labels, tf.int32)
+
+
+def _traced_generator(generator, z_dim, num_classes):
+  """The one tf.function every endpoint calls, so the generator is traced once."""
+  @tf.function(autograph=False, input_signature=[_z_spec(z_dim), _LABELS_SPEC])
+  def images_and_attention(z, labels):
+    z, labels = _checked_inputs(z, labels, z_dim, num_classes)
+    # training=False: no spectral-norm u, batch-norm statistic or other state changes.
+    return generator(z, labels if num_classes else None, training=False, return_attention=True)
+  return images_and_attention
+
+
+def _image_endpoints(images_and_attention, z_dim):
+  """serving_default, generate_uint8 and attention: (z, labels) -> images (and attention)."""
+  signature = [_z_spec(z_dim), _LABELS_SPEC]
+
+  @tf.function(autograph=False, input_signature=signature)
+  def serving_default(z, labels):
+    return {"images": images_and_attention(z, labels)[0]}
+
+  @tf.function(autograph=False, input_signature=signature)
+  def generate_uint8(z, labels):
+    return {"images": _to_uint8(images_and_attention(z, labels)[0])}
+
+  @tf.function(autograph=False, input_signature=signature)
+  def attention(z, labels):
+    images, attention_map = images_and_attention(z, labels)
+    return {"images": images, "attention": attention_map}
+  return {"serving_default": serving_default, "generate_uint8": generate_uint8,
+          "attention": attention}
+
+
+def _sample_endpoint(images_and_attention, z_dim, num_classes, truncation):
+  """sample: (seed, batch_size) -> images with the z and labels drawn from the stateless seed."""
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.int64, name="seed"),
+                                                 tf.TensorSpec([], tf.int64, name="batch_size")])
+  def sample(seed, batch_size):
+    with tf.control_dependencies([tf.debugging.assert_positive(
+        batch_size, message="batch_size must be positive")]):
+      shape = tf.stack([batch_size, tf.constant(z_dim, tf.int64)])
+    z = _truncated_normal(shape, tf.stack([seed, tf.constant(0, tf.int64)]), truncation)
+    if num_classes:
+      labels = tf.random.stateless_uniform(shape[:1], tf.stack([seed, tf.constant(1, tf.int64)]),
+                                           minval=0, maxval=num_classes, dtype=tf.int64)
+    else:
+      labels = tf.zeros(shape[:1], tf.int64)
+    return {"images": images_and_attention(z, labels)[0], "z": z, "labels": labels}
+  return sample
 
 
 def export_generator(generator, export_dir, *, step=0, class_names=None, truncation=None, ema=False,

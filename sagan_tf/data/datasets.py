@@ -288,10 +288,30 @@ def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train
       data set cannot fill a batch that `drop_remainder` keeps.
     ValueError: if `image_size`, `batch_size` or `shuffle_buffer` is not positive.
   """
-  for name, value in (("image_size", image_size), ("batch_size", batch_size),
-                      ("shuffle_buffer", shuffle_buffer)):
+  _require_positive(image_size=image_size, batch_size=batch_size, shuffle_buffer=shuffle_buffer)
+  ds, decode, num_examples = _source(dataset, data_dir, split, shuffle, seed, input_context,
+                                     conditional, skip_bad_images)
+  if not repeat and drop_remainder and num_examples is not None and num_examples < batch_size:
+    raise DataError(f"data set {dataset} has {num_examples} examples per input pipeline, fewer than "
+                    f"batch_size={batch_size}, so one pass gives no full batch; lower the batch size")
+  if shuffle:
+    # Arrays and paths shuffle whole; TFDS records (encoded images) use the buffer.
+    in_memory = dataset == embedded.NAME or _is_folder(dataset)
+    ds = ds.shuffle(max(1, num_examples if in_memory else shuffle_buffer), seed=seed,
+                    reshuffle_each_iteration=True)
+  ds = _preprocessed(ds.repeat() if repeat else ds, decode, image_size, random_flip, seed,
+                     conditional)
+  return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _require_positive(**values):
+  for name, value in values.items():
     if value <= 0:
       raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _source(dataset, data_dir, split, shuffle, seed, input_context, conditional, skip_bad_images):
+  """(records, decode function, examples per input pipeline or None) of `dataset`."""
   if dataset == embedded.NAME:
     _require_single_split(dataset, split)
     ds, decode, num_examples = _animal_mnist_source(input_context)
@@ -303,18 +323,11 @@ def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train
     ds, decode, num_examples = _tfds_source(dataset, data_dir, split, shuffle, seed, input_context)
   if num_examples is not None and input_context is not None:
     num_examples //= max(1, input_context.num_input_pipelines)
-  if not repeat and drop_remainder and num_examples is not None and num_examples < batch_size:
-    raise DataError(f"data set {dataset} has {num_examples} examples per input pipeline, fewer than "
-                    f"batch_size={batch_size}, so one pass gives no full batch; lower the batch size")
-  if shuffle:
-    # Arrays and paths are small enough to shuffle whole; TFDS records are
-    # encoded images, so they get the configured buffer.
-    in_memory = dataset == embedded.NAME or _is_folder(dataset)
-    buffer = num_examples if in_memory else shuffle_buffer
-    ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
+  return ds, decode, num_examples
 
+
+def _preprocessed(ds, decode, image_size, random_flip, seed, conditional):
+  """Records decoded, cropped, resized, maybe flipped, in [-1, 1], with int32 (or zero) labels."""
   def preprocess(record, label, flip_seed=None):
     image = preprocessing.center_crop_resize(decode(record), image_size)
     if flip_seed is not None:
@@ -322,13 +335,10 @@ def make_dataset(dataset, *, image_size, batch_size, data_dir=None, split="train
     label = tf.cast(label, tf.int32) if conditional else tf.zeros([], tf.int32)
     return preprocessing.to_unit_range(image), label
 
-  if random_flip:
-    # Stateless flips fed by a seeded stream stay deterministic in a parallel map.
-    flip_seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
-    ds = tf.data.Dataset.zip((ds, flip_seeds)).map(
-        lambda example, flip_seed: preprocess(*example, flip_seed=flip_seed),
-        num_parallel_calls=tf.data.AUTOTUNE)
-  else:
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  if not random_flip:
+    return ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  # Stateless flips fed by a seeded stream stay deterministic in a parallel map.
+  flip_seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+  return tf.data.Dataset.zip((ds, flip_seeds)).map(
+      lambda example, flip_seed: preprocess(*example, flip_seed=flip_seed),
+      num_parallel_calls=tf.data.AUTOTUNE)

@@ -162,7 +162,7 @@ class RunCheckpoints:
       return self._save_manager.save(checkpoint_number=self.step)
 
   def remove_stale_temp_files(self):
-    """Deletes the <prefix>_temp folders a save killed mid-write leaves; never listed, never read."""
+    """Deletes the <prefix>_temp folders of a save killed mid-write: never listed, never read."""
     if not self.is_chief or not tf.io.gfile.isdir(self.directory):
       return
     for name in tf.io.gfile.listdir(self.directory):

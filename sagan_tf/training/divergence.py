@@ -43,7 +43,7 @@ class RollbackPolicy:
     self.rollbacks += 1
 
   def reseed(self, rng, step):
-    """Reseeds `rng` after a rollback to `step`, or the restored state would diverge the same way."""
+    """Reseeds `rng` after a rollback to `step`: the restored state would diverge the same way."""
     text = f"{self.seed}:{step}:{self.rollbacks}"
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
     rng.reset_from_seed(seed)

@@ -31,7 +31,7 @@ def logical_cpus():
 
 
 def check_strategy(name, tpu):
-  """Fails on a strategy that cannot start: a TPU without an address, multi-worker without TF_CONFIG."""
+  """Fails on a strategy that cannot start: no TPU address, or multi-worker without TF_CONFIG."""
   if name == "tpu" and not tpu:
     raise ValueError("--strategy=tpu needs --tpu=<name or grpc://address> (or 'local')")
   if name == "multi_worker":
@@ -153,7 +153,7 @@ def check_file_system(path, flag):
 
 
 def split_cpu():
-  """Splits the CPU into $SAGAN_TF_LOGICAL_CPUS logical devices; before TensorFlow starts its runtime."""
+  """Splits the CPU into $SAGAN_TF_LOGICAL_CPUS logical devices, before TensorFlow starts."""
   count = logical_cpus()
   if count > 1:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 
-from tests.tiny_experiment import NUM_CLASSES, constant_batches, tiny_config  # pylint: disable=unused-import
+# Re-exported for the reliability tests.
+from tests.tiny_experiment import NUM_CLASSES, constant_batches, tiny_config  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "train.py")

@@ -292,6 +292,18 @@ def workspace(tmp_path_factory):
     return paths[name]
 
   run = path("run")
+  config, paths["generator"] = _trained_run(run)
+  _damaged_copies(path, paths, run)
+  rng = np.random.default_rng(0)
+  _image_folders(path, paths, rng)
+  _bad_image_folders(path, rng)
+  _changed_runs(path, paths, run, config, rng)
+  _files(root, paths)
+  return paths
+
+
+def _trained_run(run):
+  """A run directory with config, dataset.json, a step-2 checkpoint and an export; (config, G)."""
   os.makedirs(run)
   config = ExperimentConfig(
       model=ModelConfig(image_size=32, num_classes=10, g_width=8, d_width=8, z_dim=16),
@@ -303,10 +315,14 @@ def workspace(tmp_path_factory):
   checkpoint = run_dir.make_checkpoint(generator, discriminator, step=tf.Variable(2, dtype=tf.int64))
   tf.train.CheckpointManager(checkpoint, os.path.join(run, run_dir.CHECKPOINT_DIR),
                              max_to_keep=3).save(checkpoint_number=2)
+  export.export_generator(generator, os.path.join(run, run_dir.SAVED_MODEL_DIR), step=2,
+                          class_names=CLASS_NAMES, dataset="animal_mnist")
+  return config, generator
+
+
+def _damaged_copies(path, paths, run):
+  """Copies of the run and its export with one file truncated or garbled each."""
   saved_model = os.path.join(run, run_dir.SAVED_MODEL_DIR)
-  export.export_generator(generator, saved_model, step=2, class_names=CLASS_NAMES,
-                          dataset="animal_mnist")
-  paths["generator"] = generator
   data_file = os.path.join("checkpoints", "ckpt-2.data-00000-of-00001")
   for name, damage in (
       ("truncated_ckpt", lambda d: os.truncate(os.path.join(d, data_file), 1000)),
@@ -319,7 +335,10 @@ def workspace(tmp_path_factory):
   _garble(os.path.join(paths["garbled_pb"], "saved_model.pb"))
   shutil.copytree(saved_model, path("truncated_sm"))
   os.truncate(os.path.join(paths["truncated_sm"], "variables", "variables.data-00000-of-00001"), 100)
-  rng = np.random.default_rng(0)
+
+
+def _image_folders(path, paths, rng):
+  """Folder data sets laid out wrongly: empty, no class folders, one class, no images, corrupt."""
   os.makedirs(path("empty"))
   _write_images(path("loose"), ["a.png", "b.png"], rng)
   _write_images(os.path.join(path("one_class"), "ant"), ["0.png", "1.png"], rng)
@@ -328,8 +347,10 @@ def workspace(tmp_path_factory):
     f.write("no images here\n")
   _write_images(os.path.join(path("corrupt"), "ant"), ["0.png", "1.png"], rng)
   _write_images(os.path.join(paths["corrupt"], "bee"), ["0.png", "1.jpg"], rng, corrupt={"1.jpg"})
-  _bad_image_folders(path, rng)
-  # Runs whose data set changed under them.
+
+
+def _changed_runs(path, paths, run, config, rng):
+  """Runs whose data set or config changed under them, and a directory to lock."""
   renamed_config = configs.apply_overrides(
       configs.preset_for_dataset(f"folder:{path('renamed')}"),
       [f"data.dataset=folder:{paths['renamed']}", "model.num_classes=2"])
@@ -351,6 +372,10 @@ def workspace(tmp_path_factory):
   with open(os.path.join(paths["wrong_type_config"], run_dir.CONFIG_FILE), "w") as f:
     json.dump(values, f)
   os.makedirs(path("locked"))
+
+
+def _files(root, paths):
+  """Single files of the wrong kind or garbled: text, JSON, npz, protobuf, TorchScript."""
   files = {"a_file": ("a_file.txt", b"a file\n"),
            "garbled_json": ("garbled.json", b'{"model": {"g_width": 8,'),
            "list_json": ("list.json", b"[1, 2]"),
@@ -368,7 +393,6 @@ def workspace(tmp_path_factory):
     else:
       with open(target, "wb") as f:
         f.write(content)
-  return paths
 
 
 def _bad_image_folders(path, rng):
