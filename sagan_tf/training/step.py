@@ -24,8 +24,9 @@ class TrainStep(tf.Module):
   same spectral-norm vector u and u is written once, as in the official
   graph. In the G update D runs in inference mode: D has no batch norm, so
   the forward is unchanged, and u is not written, as the official graph's
-  'NO_OPS' fake pass. Per-replica losses are divided by the replica count
-  because gradients are summed across replicas.
+  'NO_OPS' fake pass; with `d_sn_update="both"` D runs with training=True
+  there too and writes u again (BigGAN-PyTorch). Per-replica losses are
+  divided by the replica count because gradients are summed across replicas.
 
   Metrics are summed per replica into an on-read variable inside the
   on-device loop and reduced across replicas once, when the chunk ends.
@@ -49,10 +50,13 @@ class TrainStep(tf.Module):
     noise_fn: callable(batch_size) -> (z, labels or None), run in replica
       context; None draws z ~ N(0, 1) and uniform labels from `rng`. A fixed
       noise_fn makes the step deterministic (official parity, tests).
+    d_sn_update: "d_update" (D's u written in D's update only) or "both"
+      (also in G's), see `ModelConfig.d_sn_update`.
   """
 
   def __init__(self, generator, discriminator, g_optimizer, d_optimizer, strategy, train_config,
-               rng, step, ema=None, jit_compile=False, stop_flag=None, noise_fn=None):
+               rng, step, ema=None, jit_compile=False, stop_flag=None, noise_fn=None,
+               d_sn_update="d_update"):
     super().__init__(name="train_step")
     self.generator = generator
     self.discriminator = discriminator
@@ -67,6 +71,9 @@ class TrainStep(tf.Module):
     self.z_dim = generator.z_dim
     self.num_classes = generator.num_classes
     self._noise_fn = noise_fn or self._random_noise
+    if d_sn_update not in ("d_update", "both"):
+      raise ValueError(f"`d_sn_update` must be 'd_update' or 'both', received {d_sn_update!r}")
+    self._d_training_in_g_update = d_sn_update == "both"
     self.d_loss_fn, self.g_loss_fn = losses.get_losses(train_config.loss)
     with strategy.scope():
       # Summed per replica without communication; the MEAN over replicas is
@@ -126,7 +133,8 @@ class TrainStep(tf.Module):
     fake_labels = None if fake_labels is None else tf.cast(fake_labels, tf.int32)
     with tf.GradientTape() as tape:
       fake = self.generator(z, fake_labels, training=True)
-      loss = self.g_loss_fn(self.discriminator(fake, fake_labels, training=False))
+      logits = self.discriminator(fake, fake_labels, training=self._d_training_in_g_update)
+      loss = self.g_loss_fn(logits)
       scaled = self._scale(loss, self.g_optimizer)
     self._apply(self.g_optimizer, tape, scaled, self.generator.trainable_variables)
     return {"g_loss": loss}
