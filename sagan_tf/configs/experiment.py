@@ -13,11 +13,26 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
 INITS = ("official", "orthogonal")
 CLASS_GAINS = ("official", "one_plus_embedding")
 D_SN_UPDATES = ("d_update", "both")
+DIFFAUGMENT_TRANSFORMS = ("color", "translation", "cutout")
 
 
 def _require(condition, message):
   if not condition:
     raise ValueError(message)
+
+
+def diffaugment_policy(text):
+  """The transforms of a `train.diffaugment` string, in order: "" -> (), "color,cutout" -> 2.
+
+  Raises:
+    ValueError: one line naming an unknown transform and the allowed ones.
+  """
+  names = tuple(text.split(",")) if text else ()
+  for name in names:
+    _require(name in DIFFAUGMENT_TRANSFORMS,
+             f"train.diffaugment must be empty or a comma list of {DIFFAUGMENT_TRANSFORMS}, "
+             f"got {text!r} (unknown {name!r})")
+  return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +233,9 @@ class TrainConfig:
     sample_every: steps between sample grids.
     summary_every: steps between TensorBoard summaries.
     keep_checkpoints: checkpoints kept on disk.
+    diffaugment: DiffAugment policy (Zhao et al. 2020) applied to real and
+      fake images before every D call: "" (off) or a comma list of "color",
+      "translation", "cutout", applied in that order.
   """
   batch_size: int = _positive(256, 2**24)
   train_steps: int = _positive(1_000_000, 10**12)
@@ -231,9 +249,11 @@ class TrainConfig:
   sample_every: int = _positive(1000, 10**12)
   summary_every: int = _positive(100, 10**12)
   keep_checkpoints: int = _positive(3, 10**6)
+  diffaugment: str = ""
 
   def __post_init__(self):
     check_fields(self, "train")
+    diffaugment_policy(self.diffaugment)
     _require(self.loss in LOSSES, f"train.loss must be one of {LOSSES}, got {self.loss!r}")
 
 
