@@ -10,11 +10,29 @@ LOSSES = ("hinge", "non_saturating")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "bfloat16", "float16")
 SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
+INITS = ("official", "orthogonal")
+CLASS_GAINS = ("official", "one_plus_embedding")
+D_SN_UPDATES = ("d_update", "both")
+DIFFAUGMENT_TRANSFORMS = ("color", "translation", "cutout")
 
 
 def _require(condition, message):
   if not condition:
     raise ValueError(message)
+
+
+def diffaugment_policy(text):
+  """The transforms of a `train.diffaugment` string, in order: "" -> (), "color,cutout" -> 2.
+
+  Raises:
+    ValueError: one line naming an unknown transform and the allowed ones.
+  """
+  names = tuple(text.split(",")) if text else ()
+  for name in names:
+    _require(name in DIFFAUGMENT_TRANSFORMS,
+             f"train.diffaugment must be empty or a comma list of {DIFFAUGMENT_TRANSFORMS}, "
+             f"got {text!r} (unknown {name!r})")
+  return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +134,18 @@ class ModelConfig:
     g_attention_resolution: feature-map size after which G attends; 0 takes
       the preset's (32 at 128 pixels).
     d_attention_resolution: likewise for D.
+    init: kernel initialisers. "official": Glorot-uniform kernels and
+      class embedding, zero biases; "orthogonal": orthogonal conv, linear and
+      embedding kernels, zero biases (BigGAN-PyTorch's `G_init="ortho"`).
+    class_gain: how the conditional batch norms turn a label into a scale
+      and offset. "official": gamma[y], beta[y] from tables that start at 1
+      and 0, so all classes start equal; "one_plus_embedding": 1 + e[y] and
+      b[y] from tables initialised as `init` says, so classes differ from
+      step 0 (BigGAN-PyTorch's `ccbn` with embeddings).
+    d_sn_update: in which updates D's spectral-norm vectors u are written.
+      "d_update": in D's update only (the official graph); "both": also in
+      G's, where D then runs with training=True (BigGAN-PyTorch, whose D
+      stays in train mode).
   """
   image_size: int = _number(128, 32, 256)
   num_classes: int = _number(1000, 0, 1_000_000)
@@ -132,13 +162,18 @@ class ModelConfig:
   sync_batch_norm: bool = False
   g_attention_resolution: int = _number(0, 0, 256)
   d_attention_resolution: int = _number(0, 0, 256)
+  init: str = "official"
+  class_gain: str = "official"
+  d_sn_update: str = "d_update"
 
   def __post_init__(self):
     _require(self.image_size in SUPPORTED_IMAGE_SIZES,
              f"model.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size}")
     check_fields(self, "model")
-    _require(self.sn_gradient in SN_GRADIENT_MODES,
-             f"model.sn_gradient must be one of {SN_GRADIENT_MODES}, got {self.sn_gradient!r}")
+    for name, allowed in (("sn_gradient", SN_GRADIENT_MODES), ("init", INITS),
+                          ("class_gain", CLASS_GAINS), ("d_sn_update", D_SN_UPDATES)):
+      value = getattr(self, name)
+      _require(value in allowed, f"model.{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +233,9 @@ class TrainConfig:
     sample_every: steps between sample grids.
     summary_every: steps between TensorBoard summaries.
     keep_checkpoints: checkpoints kept on disk.
+    diffaugment: DiffAugment policy (Zhao et al. 2020) applied to real and
+      fake images before every D call: "" (off) or a comma list of "color",
+      "translation", "cutout", applied in that order.
   """
   batch_size: int = _positive(256, 2**24)
   train_steps: int = _positive(1_000_000, 10**12)
@@ -211,9 +249,11 @@ class TrainConfig:
   sample_every: int = _positive(1000, 10**12)
   summary_every: int = _positive(100, 10**12)
   keep_checkpoints: int = _positive(3, 10**6)
+  diffaugment: str = ""
 
   def __post_init__(self):
     check_fields(self, "train")
+    diffaugment_policy(self.diffaugment)
     _require(self.loss in LOSSES, f"train.loss must be one of {LOSSES}, got {self.loss!r}")
 
 

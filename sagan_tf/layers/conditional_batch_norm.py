@@ -4,6 +4,8 @@ import keras
 from keras import ops
 import tensorflow as tf
 
+CLASS_GAINS = ("official", "one_plus_embedding")
+
 
 def _cross_replica_moments(x, axes):
   """Mean and biased variance over `axes` and over every replica in sync.
@@ -35,6 +37,10 @@ class ConditionalBatchNormalization(keras.layers.Layer):
   debiasing; inference uses the moving statistics. With `num_classes=0` the
   layer is a plain batch norm with gamma and beta of shape [C].
 
+  With `class_gain="one_plus_embedding"` (and classes) the scale is
+  1 + gamma[label] and both tables start from `table_initializer`, as
+  BigGAN-PyTorch's `ccbn` with embedding gains: classes differ from step 0.
+
   Args:
     num_classes: rows of the gamma/beta tables; 0 for unconditional.
     momentum: moving-average decay (official: 0.999 for CBN, 0.9999 for the
@@ -44,6 +50,10 @@ class ConditionalBatchNormalization(keras.layers.Layer):
       batch norm, as on TPU); off, each replica uses its own batch.
     bessel_moving_variance: feed the moving variance the unbiased batch
       variance, as TF1's fused kernel does (official `g_bn`).
+    class_gain: "official" (scale gamma[label], tables start at 1 and 0) or
+      "one_plus_embedding" (scale 1 + gamma[label]); ignored without classes.
+    table_initializer: initializer of both tables under
+      "one_plus_embedding".
 
   Call arguments:
     inputs: (batch, height, width, channels) features.
@@ -58,7 +68,8 @@ class ConditionalBatchNormalization(keras.layers.Layer):
   """
 
   def __init__(self, num_classes=0, momentum=0.999, epsilon=1e-5, synchronized=False,
-               bessel_moving_variance=False, **kwargs):
+               bessel_moving_variance=False, class_gain="official",
+               table_initializer="glorot_uniform", **kwargs):
     # Statistics stay float32 under mixed precision.
     super().__init__(autocast=False, **kwargs)
     if int(num_classes) < 0:
@@ -67,21 +78,33 @@ class ConditionalBatchNormalization(keras.layers.Layer):
       raise ValueError(f"`momentum` must be in [0, 1), received momentum={momentum}")
     if epsilon <= 0:
       raise ValueError(f"`epsilon` must be positive, received epsilon={epsilon}")
+    if class_gain not in CLASS_GAINS:
+      raise ValueError(f"`class_gain` must be one of {CLASS_GAINS}, received class_gain={class_gain!r}")
     self.num_classes = int(num_classes)
     self.momentum = float(momentum)
     self.epsilon = float(epsilon)
     self.synchronized = bool(synchronized)
     self.bessel_moving_variance = bool(bessel_moving_variance)
+    self.class_gain = class_gain
+    self.table_initializer = keras.initializers.get(table_initializer)
+
+  @property
+  def one_plus_embedding(self):
+    """Whether the scale is 1 + gamma[label] (only with classes)."""
+    return bool(self.num_classes) and self.class_gain == "one_plus_embedding"
 
   def build(self, input_shape):
     channels = input_shape[-1]
     table_shape = (self.num_classes, channels) if self.num_classes else (channels,)
     # autocast=False: the layer's own autocast=False only clears an enclosing
     # autocast scope; a top-level mixed-precision call opens one regardless.
-    self.gamma = self.add_weight(name="gamma", shape=table_shape, initializer="ones", dtype="float32",
-                                 autocast=False)
-    self.beta = self.add_weight(name="beta", shape=table_shape, initializer="zeros", dtype="float32",
-                                autocast=False)
+    gamma_init, beta_init = "ones", "zeros"
+    if self.one_plus_embedding:
+      gamma_init = beta_init = self.table_initializer
+    self.gamma = self.add_weight(name="gamma", shape=table_shape, initializer=gamma_init,
+                                 dtype="float32", autocast=False)
+    self.beta = self.add_weight(name="beta", shape=table_shape, initializer=beta_init,
+                                dtype="float32", autocast=False)
     # With `synchronized` every replica computes the same statistics, so the
     # moving averages are replica-local writes (no merge_call, no collective).
     # Otherwise they are averaged over replicas on write (MEAN: an all-reduce,
@@ -118,6 +141,8 @@ class ConditionalBatchNormalization(keras.layers.Layer):
       labels = ops.cast(labels, "int32")
       gamma = ops.take(self.gamma, labels, axis=0)[:, None, None, :]
       beta = ops.take(self.beta, labels, axis=0)[:, None, None, :]
+      if self.one_plus_embedding:
+        gamma = 1.0 + gamma
     else:
       gamma, beta = self.gamma, self.beta
     # tf.nn.batch_normalization's arithmetic, as the official graph.
@@ -136,5 +161,7 @@ class ConditionalBatchNormalization(keras.layers.Layer):
         "epsilon": self.epsilon,
         "synchronized": self.synchronized,
         "bessel_moving_variance": self.bessel_moving_variance,
+        "class_gain": self.class_gain,
+        "table_initializer": keras.initializers.serialize(self.table_initializer),
     })
     return config

@@ -1,8 +1,10 @@
 """Builds a generator and discriminator pair from arguments or a `ModelConfig`."""
 
+import keras
 import numpy as np
 
 from sagan_tf.configs.experiment import ModelConfig
+from sagan_tf.layers.spectral_norm import SpectralNormalization
 from sagan_tf.models.discriminator import Discriminator
 from sagan_tf.models.generator import Generator
 
@@ -11,7 +13,7 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
                 sn_gradient="autodiff", sn_power_iterations=1, sn_epsilon=1e-12, sn_relaxed=False,
                 bn_epsilon=1e-5, cbn_momentum=0.999, g_bn_momentum=0.9999, g_bn_bessel=False,
                 sync_batch_norm=False, g_attention_resolution=0, d_attention_resolution=0,
-                dtype=None, build=True):
+                init="official", class_gain="official", dtype=None, build=True):
   """Returns (generator, discriminator) with the official semantics by default.
 
   `build_sagan(128, 1000)` is the paper's ImageNet model: 42,078,852
@@ -29,6 +31,10 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
       see `ConditionalBatchNormalization`.
     g_attention_resolution, d_attention_resolution: 0 takes the
       architecture's (32 at 128 pixels).
+    init: "official" or "orthogonal", see `ModelConfig.init`; orthogonal
+      kernels are drawn when the models are built.
+    class_gain: "official" or "one_plus_embedding", see
+      `ConditionalBatchNormalization`.
     dtype: a Keras dtype policy name such as "mixed_bfloat16"; None takes the
       global policy.
     build: create the variables now by calling both models once.
@@ -36,6 +42,9 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
   sn_options = {"power_iterations": sn_power_iterations, "gradient": sn_gradient,
                 "epsilon": sn_epsilon, "relaxed": sn_relaxed}
   cbn_options = {"momentum": cbn_momentum, "epsilon": bn_epsilon, "synchronized": sync_batch_norm}
+  if class_gain != "official":  # The official model's layer configs stay as they were.
+    cbn_options.update(class_gain=class_gain,
+                       table_initializer="orthogonal" if init == "orthogonal" else "glorot_uniform")
   bn_options = {"momentum": g_bn_momentum, "epsilon": bn_epsilon, "synchronized": sync_batch_norm,
                 "bessel_moving_variance": g_bn_bessel}
   generator = Generator(image_size, num_classes, width, z_dim, g_attention_resolution,
@@ -43,9 +52,30 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
                         dtype=dtype)
   discriminator = Discriminator(image_size, num_classes, d_width or width, d_attention_resolution,
                                 sn_options=sn_options, dtype=dtype)
+  if init not in ("official", "orthogonal"):
+    raise ValueError(f"`init` must be 'official' or 'orthogonal', received init={init!r}")
+  if init == "orthogonal" and not build:
+    raise ValueError("init='orthogonal' draws the kernels when the models are built: pass build=True")
   if build:
     build_models(generator, discriminator)
+    if init == "orthogonal":
+      for model in (generator, discriminator):
+        orthogonalize_kernels(model)
   return generator, discriminator
+
+
+def orthogonalize_kernels(model):
+  """Redraws every spectrally normalised kernel of a built model as an orthogonal matrix.
+
+  BigGAN-PyTorch's `init.orthogonal_` on Conv2d, Linear and Embedding
+  weights: a kernel viewed as [K, C_out] (an embedding as [classes, dim])
+  gets orthonormal columns when K >= C_out, orthonormal rows otherwise.
+  Biases stay 0. Seeded by Keras' global seed, like the official initialisers.
+  """
+  for layer in model._flatten_layers(include_self=False, recursive=True):
+    if isinstance(layer, SpectralNormalization):
+      kernel = layer.kernel
+      kernel.assign(keras.initializers.Orthogonal()(kernel.shape, dtype=kernel.dtype))
 
 
 def build_models(generator, discriminator):
@@ -66,7 +96,8 @@ def build_from_config(config: ModelConfig, dtype=None, build=True):
       cbn_momentum=config.cbn_momentum, g_bn_momentum=config.g_bn_momentum,
       g_bn_bessel=config.g_bn_bessel, sync_batch_norm=config.sync_batch_norm,
       g_attention_resolution=config.g_attention_resolution,
-      d_attention_resolution=config.d_attention_resolution, dtype=dtype, build=build)
+      d_attention_resolution=config.d_attention_resolution, init=config.init,
+      class_gain=config.class_gain, dtype=dtype, build=build)
 
 
 def count_parameters(model):

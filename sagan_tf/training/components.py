@@ -65,6 +65,7 @@ def build_components(config, strategy, stop_flag=None, noise_fn=None):
     rng = tf.random.Generator.from_seed(runtime.seed)
     train_step = TrainStep(generator, discriminator, g_optimizer, d_optimizer, strategy,
                            config.train, rng, step, ema=ema, jit_compile=runtime.jit_compile,
-                           stop_flag=stop_flag, noise_fn=noise_fn)
+                           stop_flag=stop_flag, noise_fn=noise_fn,
+                           d_sn_update=config.model.d_sn_update, seed=runtime.seed)
   return TrainingComponents(generator, discriminator, g_optimizer, d_optimizer, step, rng,
                             ema_generator, ema, train_step)

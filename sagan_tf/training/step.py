@@ -7,6 +7,7 @@ check (sagan_tf/official/parity.py) and bench/ all run this class.
 import tensorflow as tf
 
 from sagan_tf import losses
+from sagan_tf.training import diffaugment
 from sagan_tf.training.optimizers import agree_on_overflow, dense_gradients, is_loss_scaled
 
 METRIC_NAMES = ("d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake")
@@ -22,10 +23,14 @@ class TrainStep(tf.Module):
   official order); then the step counter and the weight average. D sees real
   and fake images in one call on their concatenation, so both halves use the
   same spectral-norm vector u and u is written once, as in the official
-  graph. In the G update D runs in inference mode: D has no batch norm, so
+  graph. With `train_config.diffaugment` every image D sees, real and
+  fake, in both updates, is augmented first (see `diffaugment.augment`);
+  the draws are a function of (`seed`, step, call), rows of one global
+  batch. In the G update D runs in inference mode: D has no batch norm, so
   the forward is unchanged, and u is not written, as the official graph's
-  'NO_OPS' fake pass. Per-replica losses are divided by the replica count
-  because gradients are summed across replicas.
+  'NO_OPS' fake pass; with `d_sn_update="both"` D runs with training=True
+  there too and writes u again (BigGAN-PyTorch). Per-replica losses are
+  divided by the replica count because gradients are summed across replicas.
 
   Metrics are summed per replica into an on-read variable inside the
   on-device loop and reduced across replicas once, when the chunk ends.
@@ -49,10 +54,14 @@ class TrainStep(tf.Module):
     noise_fn: callable(batch_size) -> (z, labels or None), run in replica
       context; None draws z ~ N(0, 1) and uniform labels from `rng`. A fixed
       noise_fn makes the step deterministic (official parity, tests).
+    d_sn_update: "d_update" (D's u written in D's update only) or "both"
+      (also in G's), see `ModelConfig.d_sn_update`.
+    seed: seed of the DiffAugment draws (runtime.seed).
   """
 
   def __init__(self, generator, discriminator, g_optimizer, d_optimizer, strategy, train_config,
-               rng, step, ema=None, jit_compile=False, stop_flag=None, noise_fn=None):
+               rng, step, ema=None, jit_compile=False, stop_flag=None, noise_fn=None,
+               d_sn_update="d_update", seed=0):
     super().__init__(name="train_step")
     self.generator = generator
     self.discriminator = discriminator
@@ -67,6 +76,10 @@ class TrainStep(tf.Module):
     self.z_dim = generator.z_dim
     self.num_classes = generator.num_classes
     self._noise_fn = noise_fn or self._random_noise
+    if d_sn_update not in ("d_update", "both"):
+      raise ValueError(f"`d_sn_update` must be 'd_update' or 'both', received {d_sn_update!r}")
+    self._d_training_in_g_update = d_sn_update == "both"
+    self._augment_seed = int(seed)
     self.d_loss_fn, self.g_loss_fn = losses.get_losses(train_config.loss)
     with strategy.scope():
       # Summed per replica without communication; the MEAN over replicas is
@@ -105,11 +118,25 @@ class TrainStep(tf.Module):
       gradients = agree_on_overflow(gradients)
     optimizer.apply_gradients(zip(gradients, variables))
 
-  def _d_update(self, images, labels):
+  def _augment(self, images, call):
+    """DiffAugment of this replica's rows of the global batch; `call` numbers the D inputs of a step."""
+    if not self.config.diffaugment:
+      return images
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    batch_size = tf.shape(images)[0]
+    seed = tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(self._augment_seed, tf.int64), self.step.read_value()]), call)
+    return diffaugment.augment(images, self.config.diffaugment, seed,
+                               offset=tf.cast(replica, tf.int32) * batch_size,
+                               total=batch_size * self.strategy.num_replicas_in_sync)
+
+  def _d_update(self, images, labels, index=0):
     batch_size = tf.shape(images)[0]
     z, fake_labels = self._noise_fn(batch_size)
     fake = self.generator(z, fake_labels, training=True)
-    both = tf.concat([tf.cast(images, fake.dtype), fake], axis=0)
+    # Calls 2 index and 2 index + 1 of the step; the G update's is 2 d_steps.
+    both = tf.concat([self._augment(tf.cast(images, fake.dtype), 2 * index),
+                      self._augment(fake, 2 * index + 1)], axis=0)
     both_labels = None if fake_labels is None else tf.concat(
         [tf.cast(labels, tf.int32), tf.cast(fake_labels, tf.int32)], axis=0)
     with tf.GradientTape() as tape:
@@ -126,7 +153,9 @@ class TrainStep(tf.Module):
     fake_labels = None if fake_labels is None else tf.cast(fake_labels, tf.int32)
     with tf.GradientTape() as tape:
       fake = self.generator(z, fake_labels, training=True)
-      loss = self.g_loss_fn(self.discriminator(fake, fake_labels, training=False))
+      fake = self._augment(fake, 2 * self.config.d_steps)
+      logits = self.discriminator(fake, fake_labels, training=self._d_training_in_g_update)
+      loss = self.g_loss_fn(logits)
       scaled = self._scale(loss, self.g_optimizer)
     self._apply(self.g_optimizer, tape, scaled, self.generator.trainable_variables)
     return {"g_loss": loss}
@@ -137,9 +166,9 @@ class TrainStep(tf.Module):
 
     # Name scopes let profiles (bench/) attribute ops to the two updates.
     def d_updates():
-      for images, labels in real_batches:
+      for index, (images, labels) in enumerate(real_batches):
         with tf.name_scope("d_update"):
-          metrics.update(self._d_update(images, labels))
+          metrics.update(self._d_update(images, labels, index))
 
     def g_update():
       with tf.name_scope("g_update"):

@@ -70,11 +70,13 @@ def assert_same_run(straight_dir, resumed_dir, total, resumed_from, compare_loss
 
 @pytest.mark.slow
 def test_stopped_by_train_steps_and_resumed_equals_straight(tmp_path):
-  # One step per chunk: every step's losses are logged and compared.
+  # One step per chunk: every step's losses are logged and compared. DiffAugment
+  # on: its draws, seeded from the step counter, must follow the resume too.
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train(straight, "--train_steps=4", "--steps_per_loop=1")
-  train(resumed, "--train_steps=2", "--steps_per_loop=1")
-  log = train(resumed, "--train_steps=4", "--steps_per_loop=1")
+  args = ["--steps_per_loop=1", "--override=train.diffaugment=color,translation,cutout"]
+  train(straight, "--train_steps=4", *args)
+  train(resumed, "--train_steps=2", *args)
+  log = train(resumed, "--train_steps=4", *args)
   assert "resumed from" in log and "restored the data position" in log, log
   assert_same_run(straight, resumed, 4, 2)
 

@@ -40,6 +40,16 @@ def test_settings_split_into_adopted_and_refused():
                      "now 'cifar10'", "runtime.mixed_precision: saved 'float32', now 'float16'"]
 
 
+def test_biggan_model_options_are_refused_on_resume():
+  saved = tiny_config()
+  options = {"init": "orthogonal", "class_gain": "one_plus_embedding", "d_sn_update": "both"}
+  for name, value in options.items():
+    config = dataclasses.replace(saved, model=dataclasses.replace(saved.model, **{name: value}))
+    refused, adopted = run_dir.resume_changes(saved, config)
+    default = getattr(saved.model, name)
+    assert (refused, adopted) == ([f"model.{name}: saved {default!r}, now {value!r}"], [])
+
+
 def test_check_resumable_compares_class_names_not_only_their_count(tmp_path):
   model_dir = str(tmp_path)
   config = tiny_config()
