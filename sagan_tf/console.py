@@ -156,3 +156,34 @@ class _QuietImportFinder(importlib.abc.MetaPathFinder):
           spec.loader = _QuietLoader(spec.loader)
         return spec
     return None
+
+
+def fail(program, message, status=2):
+  """Exits with `status` after one line on stderr, `<program>: error: <message>`.
+
+  The commands' usage errors (status 2) and failures all end this way.
+  """
+  print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def flags_parser(program):
+  """An absl `flags_parser` for `app.run` that reports bad flags through `fail`.
+
+  absl would exit 1 with its own two-line message; a bad flag value is a
+  usage error like any other, in the one-line format of `fail`.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as error:
+      fail(program, error)
+  return parse
+
+
+def refuse_arguments(program, argv):
+  """Fails on positional arguments: the commands take flags only."""
+  if len(argv) > 1:
+    fail(program, f"unexpected arguments {argv[1:]}; flags take the form --name=value")

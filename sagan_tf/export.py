@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -218,6 +219,45 @@ def export_generator(generator, export_dir, *, step=0, class_names=None, truncat
   with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
     f.write(json.dumps(metadata, indent=2, sort_keys=True))
   return metadata
+
+
+def export_to_run_dir(generator, model_dir, **metadata):
+  """`export_generator` into model_dir/saved_model through a temporary folder, then renamed.
+
+  A kill mid-export leaves the previous export (or none) and a
+  saved_model.partial folder, never a half-written saved_model; a failed
+  write (disk full) removes the partial folder and raises storage.WriteError.
+  Remote directories are written in place.
+
+  Args:
+    generator: a built `Generator`.
+    model_dir: the run directory.
+    **metadata: step, class_names, ema, dataset as `export_generator` takes them.
+
+  Returns:
+    The path of the export.
+  """
+  from sagan_tf import storage  # pylint: disable=g-import-not-at-top
+  from sagan_tf.training import run_dir  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, run_dir.SAVED_MODEL_DIR)
+  local = "://" not in path
+  target = path + ".partial" if local else path
+  for leftover in (path + ".partial", path + ".old"):
+    if local and os.path.exists(leftover):
+      shutil.rmtree(leftover)
+  previous = "the previous export is intact" if tf.io.gfile.exists(path) else "nothing was exported"
+  with storage.writing("the exported generator", model_dir,
+                       (lambda: storage.remove_quietly(target)) if local else None,
+                       f"removed the partial export; {previous}; the checkpoints are intact; "
+                       "free some space and run the same command to export"):
+    export_generator(generator, target, **metadata)
+  if local:
+    if os.path.exists(path):
+      os.rename(path, path + ".old")
+    os.rename(target, path)
+    if os.path.exists(path + ".old"):
+      shutil.rmtree(path + ".old")
+  return path
 
 
 class ExportedGenerator:

@@ -328,3 +328,29 @@ def apply_overrides(config, overrides):
     value = _parse_value(text, getattr(section, field_name), key)
     config = dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{field_name: value})})
   return config
+
+
+def overrides_from_file(path):
+  """The `section.key=value` overrides of a JSON file of a full or partial ExperimentConfig.
+
+  Raises:
+    ValueError: the file cannot be read or is not an object of sections.
+  """
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise ValueError(f"cannot read --config_file={path}: {error}") from None
+  except RecursionError:
+    raise ValueError(f"cannot read --config_file={path}: nested too deeply "
+                     "(expected {\"section\": {\"key\": value}})") from None
+  if not isinstance(values, dict):
+    raise ValueError(f"--config_file={path}: expected a JSON object of "
+                     f"sections, got {type(values).__name__}")
+  overrides = []
+  for section, fields in values.items():
+    if not isinstance(fields, dict):
+      raise ValueError(f"--config_file: section {section!r} must be an object")
+    overrides += [f"{section}.{key}={'' if value is None else value}"
+                  for key, value in fields.items()]
+  return overrides

@@ -270,3 +270,17 @@ def check_images(listing, skip_bad=False):
                     "has no image TensorFlow can decode (data.skip_bad_images=true skipped all)")
   return dataclasses.replace(listing, paths=tuple(p for p, _ in kept),
                              labels=tuple(label for _, label in kept)), bad
+
+
+def find_undecodable_image(dataset):
+  """The DataError naming the images of a folder:/path data set that do not decode now, or None.
+
+  For a file that went bad after the check before step 0: TensorFlow's
+  error inside a compiled chunk does not name it.
+  """
+  listing = list_image_folder(os.path.expanduser(dataset[len(PREFIX):]))
+  bad = find_bad_images(listing.paths)
+  if not bad:
+    return None
+  more = f" ({len(bad) - 1} more such files)" if len(bad) > 1 else ""
+  return DataError(f"{bad[0][0]}: cannot be read as an image by TensorFlow ({bad[0][1]}){more}")

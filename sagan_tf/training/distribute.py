@@ -1,11 +1,9 @@
-"""Maps a strategy name to a tf.distribute strategy."""
-
-import json
-import os
+"""Maps a strategy name (or a run's RuntimeConfig) to a tf.distribute strategy."""
 
 import tensorflow as tf
 
 from sagan_tf.configs.experiment import STRATEGIES
+from sagan_tf.training import preflight
 
 
 def get_strategy(name="auto", tpu=""):
@@ -32,16 +30,9 @@ def get_strategy(name="auto", tpu=""):
     return tf.distribute.OneDeviceStrategy(device)
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
+  preflight.check_strategy(name, tpu)
   if name == "multi_worker":
-    if "TF_CONFIG" not in os.environ:
-      raise ValueError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment variable")
-    try:
-      json.loads(os.environ["TF_CONFIG"])
-    except json.JSONDecodeError as error:
-      raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
     return tf.distribute.MultiWorkerMirroredStrategy()
-  if not tpu:
-    raise ValueError("--strategy=tpu needs --tpu=<name or grpc://address> (or 'local')")
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if tpu == "local" else tpu)
     tf.config.experimental_connect_to_cluster(resolver)
@@ -50,3 +41,19 @@ def get_strategy(name="auto", tpu=""):
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise ValueError(f"cannot reach TPU {tpu!r}: {first_line}") from None
   return tf.distribute.TPUStrategy(resolver)
+
+
+def make_strategy(runtime):
+  """The strategy of a RuntimeConfig; "mirrored" on a machine without GPUs spans all logical CPUs.
+
+  tf.distribute.MirroredStrategy() alone takes only CPU:0 there; with the CPU
+  split into logical devices (train.py's SAGAN_TF_LOGICAL_CPUS) a CPU-only
+  machine runs the multi-replica code path.
+  """
+  # Listing logical devices starts the TensorFlow runtime, after which a
+  # multi-worker strategy can no longer be set up: only for "mirrored".
+  if runtime.strategy == "mirrored" and not tf.config.list_logical_devices("GPU"):
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) > 1:
+      return tf.distribute.MirroredStrategy([device.name for device in cpus])
+  return get_strategy(runtime.strategy, runtime.tpu)

@@ -9,15 +9,19 @@ model_dir/
   train/              TensorBoard summaries
   samples/            PNG sample grids (step_<step>.png)
   saved_model/        the exported generator
+  .train.lock         held by the train.py training there (local directories)
 
 TensorFlow is imported inside the functions that need it: train.py checks a
 run directory's config before paying for the import.
 """
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
+import shutil
+import tempfile
 
 from sagan_tf.configs.experiment import ExperimentConfig
 
@@ -29,6 +33,7 @@ SAMPLE_DIR = "samples"
 SAVED_MODEL_DIR = "saved_model"
 BEST_CHECKPOINT_DIR = os.path.join(CHECKPOINT_DIR, "best")
 METRICS_LOG = "metrics.jsonl"
+LOCK_FILE = ".train.lock"
 _CHECKPOINT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
 
@@ -302,3 +307,62 @@ def describe_error(error):
   """'Type: first line of the message', for one-line error reports."""
   lines = str(error).strip().splitlines()
   return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def create(model_dir):
+  """Creates `model_dir` if need be and checks that files can be written in it.
+
+  Raises:
+    ValueError: it cannot be created or written.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.io.gfile.makedirs(model_dir)
+    if not _is_remote(model_dir):
+      # A unique name: every worker of a multi-worker run probes the same directory.
+      with tempfile.TemporaryFile(dir=model_dir):
+        pass
+  except (OSError, tf.errors.OpError) as error:
+    reason = getattr(error, "strerror", None) or describe_error(error)
+    raise ValueError(f"--model_dir={model_dir} is not writable: {reason}") from None
+
+
+def lock(model_dir):
+  """Holds an exclusive lock on model_dir/.train.lock for the life of the process.
+
+  Two runs writing one run directory would interleave their checkpoints;
+  the OS drops the lock when the process ends, however it ends.
+
+  Returns:
+    The open lock file (keep it), or None for a remote directory.
+  """
+  if _is_remote(model_dir):
+    return None
+  path = os.path.join(model_dir, LOCK_FILE)
+  handle = open(path, "a+")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.seek(0)
+    owner = handle.read().strip() or "?"
+    handle.close()
+    raise ValueError(f"another train.py (pid {owner}) is training in {model_dir}; wait for it "
+                     "to end or stop it") from None
+  handle.seek(0)
+  handle.truncate()
+  handle.write(str(os.getpid()))
+  handle.flush()
+  return handle
+
+
+def remove_if_unused(model_dir):
+  """Removes a run directory if nothing but its lock went into it.
+
+  A run refused at start-up (a value Keras or TensorFlow rejects, ...) then
+  leaves no empty run directory that looks like a started run.
+  """
+  try:
+    if set(os.listdir(model_dir)) <= {LOCK_FILE}:
+      shutil.rmtree(model_dir)
+  except OSError:
+    pass

@@ -1,6 +1,5 @@
 """Reliability tests: preemption, kills, NaNs, corrupt files, bad input; shared helpers."""
 
-import dataclasses
 import hashlib
 import os
 import queue
@@ -10,10 +9,7 @@ import sys
 import threading
 import time
 
-import numpy as np
-import tensorflow as tf
-
-from sagan_tf import configs
+from tests.tiny_experiment import NUM_CLASSES, constant_batches, tiny_config  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "train.py")
@@ -123,28 +119,4 @@ def digests(directory):
   return result
 
 
-# In-process Trainer runs.
-
-NUM_CLASSES = 3
-
-
-def tiny_config(**train_values):
-  """A 32-pixel, width-8, 3-class experiment on one CPU with an EMA generator, 2 steps per chunk."""
-  config = configs.PRESETS["animal_mnist"]()
-  train_values = {"batch_size": 4, "steps_per_loop": 2, "checkpoint_every": 2, "sample_every": 100,
-                  "summary_every": 100, "ema_decay": 0.5, "train_steps": 8, **train_values}
-  return dataclasses.replace(
-      config,
-      model=dataclasses.replace(config.model, num_classes=NUM_CLASSES, g_width=8, d_width=8,
-                                z_dim=16),
-      train=dataclasses.replace(config.train, **train_values),
-      runtime=dataclasses.replace(config.runtime, strategy="one_device"))
-
-
-def constant_batches(context, per_replica_batch):
-  """The same real batch forever (the data position then plays no part)."""
-  del context
-  rng = np.random.default_rng(5)
-  images = rng.uniform(-1.0, 1.0, (per_replica_batch, 32, 32, 3)).astype(np.float32)
-  labels = (np.arange(per_replica_batch) % NUM_CLASSES).astype(np.int32)
-  return tf.data.Dataset.from_tensors((images, labels)).repeat()
+# In-process Trainer runs: tiny_config, constant_batches (from tests.tiny_experiment).

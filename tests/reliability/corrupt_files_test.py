@@ -14,11 +14,12 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-import train
 from sagan_tf import configs
 from sagan_tf import data
 from sagan_tf import export
+from sagan_tf.data import folder
 from sagan_tf.training import run_dir
+from sagan_tf.training import train_lib
 from sagan_tf.training import trainer as trainer_lib
 from tests.reliability import constant_batches, tiny_config
 
@@ -181,12 +182,12 @@ def test_corrupt_image_met_during_training_is_named(tmp_path):
   # then looks for it with the pipeline's decoder.
   root = str(tmp_path / "images")
   _image_folder(root, corrupt=("bee", 1))
-  found = train._find_undecodable_image(f"folder:{root}")  # pylint: disable=protected-access
+  found = folder.find_undecodable_image(f"folder:{root}")
   assert isinstance(found, data.DataError)
   assert str(found).startswith(f"{root}/bee/1.png: cannot be read as an image by TensorFlow")
   _image_folder(str(tmp_path / "good"))
   good = f"folder:{tmp_path / 'good'}"
-  assert train._find_undecodable_image(good) is None  # pylint: disable=protected-access
+  assert folder.find_undecodable_image(good) is None
 
 
 def test_export_replaces_the_previous_one_whole(tmp_path, base_run):
@@ -199,6 +200,6 @@ def test_export_replaces_the_previous_one_whole(tmp_path, base_run):
   info = types.SimpleNamespace(class_names=("a", "b", "c"))
   for step in (3, 5):
     stand_in = types.SimpleNamespace(sample_generator=generator, step=tf.constant(step))
-    assert train._export(stand_in, model_dir, info, config) == path  # pylint: disable=protected-access
+    assert train_lib.export_run(stand_in, model_dir, info, config) == path
     assert export.read_metadata(path)["step"] == step
   assert sorted(os.listdir(model_dir)) == [run_dir.SAVED_MODEL_DIR]

@@ -1,6 +1,5 @@
 """Tests of Trainer: exact resume, mocked TFDS and image-folder runs as train.py builds them, batch splits."""
 
-import dataclasses
 import json
 import os
 import types
@@ -14,33 +13,20 @@ import tensorflow_datasets as tfds
 import train
 from sagan_tf import configs
 from sagan_tf import data
+from sagan_tf.training import preflight
 from sagan_tf.training import run_dir
+from sagan_tf.training import train_lib
 from sagan_tf.training import trainer as trainer_lib
-
-NUM_CLASSES = 3
-IMAGE_SIZE = 32
+from tests import tiny_experiment
+# constant_batches: also imported from here by checkpoints_test.
+from tests.tiny_experiment import IMAGE_SIZE, constant_batches
 
 
 def tiny_config(**train_values):
-  """A 32-pixel, width-8, 3-class experiment on one CPU, with an EMA generator."""
-  config = configs.PRESETS["animal_mnist"]()
-  train_values = {"batch_size": 4, "steps_per_loop": 2, "checkpoint_every": 2, "sample_every": 100,
-                  "summary_every": 2, "ema_decay": 0.5, **train_values}
-  return dataclasses.replace(
-      config,
-      model=dataclasses.replace(config.model, num_classes=NUM_CLASSES, g_width=8, d_width=8,
-                                z_dim=16),
-      train=dataclasses.replace(config.train, **train_values),
-      runtime=dataclasses.replace(config.runtime, strategy="one_device"))
-
-
-def constant_batches(context, per_replica_batch):
-  """The same real batch forever: a resumed run then sees the data an uninterrupted one sees."""
-  del context
-  rng = np.random.default_rng(5)
-  images = rng.uniform(-1.0, 1.0, (per_replica_batch, IMAGE_SIZE, IMAGE_SIZE, 3))
-  labels = np.arange(per_replica_batch) % NUM_CLASSES
-  return tf.data.Dataset.from_tensors((images.astype(np.float32), labels.astype(np.int32))).repeat()
+  """The shared tiny experiment with summaries every 2 steps and the preset's train_steps."""
+  preset_steps = configs.PRESETS["animal_mnist"]().train.train_steps
+  return tiny_experiment.tiny_config(**{"summary_every": 2, "train_steps": preset_steps,
+                                        **train_values})
 
 
 def state(trainer):
@@ -129,23 +115,10 @@ def train_like_cli(argv_flags, model_dir):
   """train.main between flag parsing and export: config, data set info, Trainer, train()."""
   config, overrides = train.resolve_config(argv_flags)
   info = data.get_dataset_info(config.data.dataset, config.data.data_dir, config.data.split)
-  if not any(item.startswith("model.num_classes=") for item in overrides):
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, num_classes=info.num_classes))
-
-  def make_dataset(context, per_replica_batch):
-    return data.make_dataset(
-        config.data.dataset, image_size=config.model.image_size, batch_size=per_replica_batch,
-        data_dir=config.data.data_dir, split=config.data.split, shuffle=True, repeat=True,
-        random_flip=config.data.random_flip, shuffle_buffer=config.data.shuffle_buffer,
-        seed=config.runtime.seed, input_context=context,
-        conditional=config.model.num_classes > 0)
-
+  config = preflight.with_data_classes(config, overrides, info.num_classes)
   trainer = trainer_lib.Trainer(
-      config, model_dir, make_dataset,
-      dataset_info={"name": info.name, "num_classes": config.model.num_classes,
-                    "class_names": list(info.class_names)[:config.model.num_classes]},
-      log=lambda line: None)
+      config, model_dir, train_lib.make_dataset_fn(config),
+      dataset_info=train_lib.dataset_json(config, info), log=lambda line: None)
   return trainer, trainer.train()
 
 
