@@ -22,6 +22,7 @@ from sagan_tf.evaluation import real as real_lib
 from sagan_tf.evaluation import run as run_lib
 from sagan_tf.evaluation import sampling
 from sagan_tf.evaluation.errors import EvaluationError
+from sagan_tf.training import checkpointing
 from sagan_tf.training import run_dir
 
 # evaluate.py's defaults: its --seed, --batch_size, --is_splits and --kid_subset_size.
@@ -360,7 +361,8 @@ class PeriodicEvaluator:
     if self._manager is None:
       self._manager = self._open_manager(directory)
     with storage.writing(f"best checkpoint ckpt-{step}", directory,
-                         lambda: self._remove_partial(directory, step),
+                         lambda: checkpointing.remove_failed_save(directory, step,
+                                                                  self._manager),
                          "removed its partial files; the other checkpoints are intact; free some "
                          "space and run the same command to resume"):
       path = self._manager.save(checkpoint_number=step)
@@ -378,17 +380,6 @@ class PeriodicEvaluator:
                 "writing a new one")
       tf.io.gfile.remove(os.path.join(directory, "checkpoint"))
       return open_manager()
-
-  def _remove_partial(self, directory, step):
-    """Deletes what a failed save of the best checkpoint at `step` left."""
-    listed = set(self._manager.checkpoints)
-    for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
-      name = name.rstrip("/")
-      path = os.path.join(directory, name)
-      ours = name.startswith(f"ckpt-{step}.") or name == f"ckpt-{step}_temp"
-      if (ours and os.path.join(directory, f"ckpt-{step}") not in listed) or name.startswith(
-          "checkpoint.tmp"):
-        storage.remove_quietly(path)
 
   def _write(self, step, results, seconds, best_fid, best_step):
     """TensorBoard scalars (every worker, into its summaries) and a metrics.jsonl line (chief)."""
