@@ -162,3 +162,33 @@ def test_export_best_without_evaluation_is_a_usage_error(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "train.py: error: --export=best needs evaluation during training: set train.eval_every, "
       "e.g. --override=train.eval_every=1000")
+
+
+@pytest.mark.slow
+def test_train_py_with_the_inception_weights_exports_the_best(tmp_path):
+  """The one test on the real network: 10 samples, evaluations at steps 2 and 4, --export=best."""
+  from sagan_tf import metrics  # pylint: disable=g-import-not-at-top
+  try:
+    weights = metrics.find_inception_weights(None)
+  except FileNotFoundError:
+    pytest.skip("no Inception weights; python tools/fetch_inception.py fetches them")
+  model_dir = str(tmp_path / "run")
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--model_dir={model_dir}",
+       "--train_steps=4", "--steps_per_loop=2", "--batch_size=8", "--override=model.g_width=8",
+       "--override=model.d_width=8", "--override=train.checkpoint_every=2",
+       "--override=train.sample_every=1000", "--override=train.summary_every=1000",
+       "--override=train.eval_every=2", "--override=train.eval_samples=10", "--export=best"],
+      capture_output=True, text=True, timeout=600, cwd=REPO,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SAGAN_TF_INCEPTION=weights,
+               SAGAN_TF_CACHE=str(tmp_path / "cache")))
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = metrics_lines(model_dir)
+  assert [line["step"] for line in lines] == [2, 4]
+  best_step = lines[-1]["best_step"]
+  assert lines[-1]["best_fid"] == min(line["fid"] for line in lines)
+  for step in (2, 4):
+    assert f"evaluation at step {step}: fid " in result.stdout
+  assert "no Inception Score, the torchscript weights have no logits" in result.stdout
+  assert export.read_metadata(os.path.join(model_dir, run_dir.SAVED_MODEL_DIR))["step"] == best_step
+  assert f"exported the generator of step {best_step} to " in result.stdout
