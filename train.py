@@ -58,7 +58,27 @@ flags.DEFINE_multi_string("override", [], "section.key=value applied to the conf
                           "preset and the flags above, e.g. model.g_width=32 (repeatable).")
 flags.DEFINE_string("config_file", None, "JSON file of a full or partial ExperimentConfig "
                     "(as written to model_dir/config.json), applied before --override.")
-flags.DEFINE_bool("export", True, "Export the generator as a SavedModel at the end.")
+
+
+class _ExportParser(flags.ArgumentParser):
+  """--export=best|last|auto, with --export (auto) and --noexport (none) as for a boolean flag."""
+
+  def parse(self, argument):
+    text = str(argument).strip().lower()
+    text = {"true": "auto", "1": "auto", "false": "none", "0": "none"}.get(text, text)
+    if text not in ("auto", "best", "last", "none"):
+      raise ValueError(f"expected best, last, auto or none (--noexport), got {argument!r}")
+    return text
+
+  def flag_type(self):
+    return "best|last|auto|none"
+
+
+flags.DEFINE_flag(flags.Flag(
+    _ExportParser(), flags.ArgumentSerializer(), "export", "auto",
+    "What model_dir/saved_model holds at the end: best (the generator of the lowest FID, "
+    "checkpoints/best/; needs train.eval_every > 0), last (the last step), auto (best when "
+    "evaluation saved one, else last); --noexport exports nothing.", boolean=True))
 flags.DEFINE_enum("on_nan", "stop", ["stop", "rollback"],
                   "At a NaN or Inf loss or weight: stop (exit 3, checkpoints untouched), or roll "
                   "back to the newest checkpoint with reseeded noise and go on.")
@@ -129,6 +149,9 @@ def check_flags(argv_flags):
   preflight.check_image_folder(config.data.dataset)
   preflight.check_model_dir(argv_flags.model_dir)
   preflight.check_resumable_early(config, overrides, argv_flags.model_dir)
+  if getattr(argv_flags, "export", "auto") == "best" and not config.train.eval_every:
+    raise ValueError("--export=best needs evaluation during training: set train.eval_every, "
+                     "e.g. --override=train.eval_every=1000")
   return config, overrides
 
 

@@ -232,10 +232,16 @@ class TrainConfig:
     checkpoint_every: steps between checkpoints.
     sample_every: steps between sample grids.
     summary_every: steps between TensorBoard summaries.
-    keep_checkpoints: checkpoints kept on disk.
+    keep_checkpoints: checkpoints kept on disk (the best-FID one in
+      checkpoints/best/ is kept apart and never counted).
     diffaugment: DiffAugment policy (Zhao et al. 2020) applied to real and
       fake images before every D call: "" (off) or a comma list of "color",
       "translation", "cutout", applied in that order.
+    eval_every: steps between evaluations of the generator (the weight
+      average when kept) during training: FID, KID and, when the Inception
+      weights have logits, IS; also at the last step. 0 turns it off.
+    eval_samples: generated (and real) images per evaluation; the real
+      statistics are computed once and cached, as evaluate.py caches them.
   """
   batch_size: int = _positive(256, 2**24)
   train_steps: int = _positive(1_000_000, 10**12)
@@ -250,6 +256,9 @@ class TrainConfig:
   summary_every: int = _positive(100, 10**12)
   keep_checkpoints: int = _positive(3, 10**6)
   diffaugment: str = ""
+  eval_every: int = _number(0, 0, 10**12)
+  # At least the 10 splits of the Inception Score.
+  eval_samples: int = _number(2000, 10, 10**7)
 
   def __post_init__(self):
     check_fields(self, "train")

@@ -26,6 +26,7 @@ from sagan_tf.evaluation.run import run_evaluation
 from sagan_tf.evaluation.sampling import Sampler
 from sagan_tf.evaluation.sampling import balanced_labels
 from sagan_tf.evaluation.sampling import load_sampler
+from sagan_tf.evaluation.sampling import metric_inputs
 from sagan_tf.evaluation.sampling import sample_noise
 from sagan_tf.evaluation.sheets import SHEET_FILES
 from sagan_tf.evaluation.sheets import attention_sheet

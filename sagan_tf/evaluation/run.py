@@ -192,9 +192,8 @@ def _measure(options, metrics, sampler, dataset, data_dir, inception, inception_
     # The real images are read after the generated ones: check that they
     # exist (and decode, for a folder) before the expensive generation.
     data.get_dataset_info(dataset, data_dir, options.split)
-  rng = np.random.default_rng(options.seed)
-  z = sampling.sample_noise(rng, options.num_samples, sampler.z_dim, options.truncation)
-  labels = sampling.balanced_labels(rng, options.num_samples, sampler.num_classes)
+  z, labels = sampling.metric_inputs(options.seed, options.num_samples, sampler.z_dim,
+                                     sampler.num_classes, options.truncation)
   fake = features_lib.generated_outputs(sampler, z, labels, batch_size=options.batch_size,
                                         inception=inception, classifier=classifier,
                                         need_logits="is" in metrics)

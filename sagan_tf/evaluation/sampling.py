@@ -32,6 +32,17 @@ def balanced_labels(rng, num, num_classes):
   return rng.permutation(np.arange(num) % num_classes).astype(np.int32)
 
 
+def metric_inputs(seed, num, z_dim, num_classes, truncation=0.0):
+  """(z, labels) of the metric samples: `num` noise vectors, then balanced labels, from `seed`.
+
+  evaluate.py and the evaluation during training both draw their samples
+  here, so the same seed and count give the same images.
+  """
+  rng = np.random.default_rng(seed)
+  z = sample_noise(rng, num, z_dim, truncation)
+  return z, balanced_labels(rng, num, num_classes)
+
+
 class Sampler:
   """One interface over a Keras `Generator` and an `export.ExportedGenerator`.
 

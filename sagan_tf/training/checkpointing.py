@@ -157,7 +157,7 @@ class RunCheckpoints:
     step = int(self.step.numpy())
     directory = self.write_directory
     with storage.writing(f"checkpoint ckpt-{step}", directory,
-                         lambda: self._remove_failed_save(directory, step),
+                         lambda: remove_failed_save(directory, step, self._save_manager),
                          "removed its partial files; " + advice):
       return self._save_manager.save(checkpoint_number=self.step)
 
@@ -171,23 +171,25 @@ class RunCheckpoints:
         tf.io.gfile.rmtree(os.path.join(self.directory, name))
         self.log(f"removed {name}, left by a save that was cut short")
 
-  def _remove_failed_save(self, directory, step):
-    """Deletes what a failed save of `step` left: its _temp folder, its unlisted files, state temps.
 
-    Files of a checkpoint the state file lists are kept: they are complete.
-    """
-    listed = set(self._save_manager.checkpoints)
-    prefix = os.path.join(directory, f"ckpt-{step}")
-    for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
-      name = name.rstrip("/")
-      path = os.path.join(directory, name)
-      partial = name == f"ckpt-{step}_temp" or (
-          re.fullmatch(rf"ckpt-{step}\.(index|data-\d+-of-\d+)", name) and prefix not in listed)
-      if partial or name.startswith("checkpoint.tmp"):
-        if tf.io.gfile.isdir(path):
-          tf.io.gfile.rmtree(path)
-        else:
-          tf.io.gfile.remove(path)
+def remove_failed_save(directory, step, manager):
+  """Deletes what a failed save of `step` left: its _temp folder, its unlisted files, state temps.
+
+  Files of a checkpoint the state file of `manager` (the CheckpointManager
+  of `directory`) lists are kept: they are complete.
+  """
+  listed = set(manager.checkpoints)
+  prefix = os.path.join(directory, f"ckpt-{step}")
+  for name in tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []:
+    name = name.rstrip("/")
+    path = os.path.join(directory, name)
+    partial = name == f"ckpt-{step}_temp" or (
+        re.fullmatch(rf"ckpt-{step}\.(index|data-\d+-of-\d+)", name) and prefix not in listed)
+    if partial or name.startswith("checkpoint.tmp"):
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
 
 
 def adopt_learning_rates(rates):

@@ -4,6 +4,8 @@ model_dir/
   config.json         the resolved ExperimentConfig, written before step 0
   dataset.json        data set name, number of classes and class names
   checkpoints/        tf.train.CheckpointManager files (ckpt-<step>.*)
+  checkpoints/best/   the checkpoint of the lowest FID so far (train.eval_every > 0)
+  metrics.jsonl       one line per evaluation during training: step, wall time, FID, ...
   train/              TensorBoard summaries
   samples/            PNG sample grids (step_<step>.png)
   saved_model/        the exported generator
@@ -29,6 +31,8 @@ CHECKPOINT_DIR = "checkpoints"
 SUMMARY_DIR = "train"
 SAMPLE_DIR = "samples"
 SAVED_MODEL_DIR = "saved_model"
+BEST_CHECKPOINT_DIR = os.path.join(CHECKPOINT_DIR, "best")
+METRICS_LOG = "metrics.jsonl"
 LOCK_FILE = ".train.lock"
 _CHECKPOINT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
@@ -249,6 +253,15 @@ def latest_checkpoint(model_dir):
     found = checkpoints_on_disk(directory)
     latest = found[-1] if found else None
   return latest
+
+
+def best_checkpoint(model_dir):
+  """Path prefix of the best-FID checkpoint in `model_dir` (checkpoints/best/), or None."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return tf.train.latest_checkpoint(os.path.join(model_dir, BEST_CHECKPOINT_DIR))
+  except (ValueError, UnicodeDecodeError, tf.errors.OpError):
+    return None
 
 
 def load_generator(model_dir, use_ema=True, checkpoint_path=None):

@@ -74,10 +74,37 @@ def start_tpu_watchdog(runtime):
   return timer
 
 
-def export_run(trainer, model_dir, info, config):
-  """Exports the trainer's sample generator to model_dir/saved_model (see export_to_run_dir)."""
+# train.py's --export values: "auto" is best when evaluation ran, else last.
+EXPORT_CHOICES = ("auto", "best", "last", "none")
+
+
+def export_source(trainer, model_dir, config, which, log):
+  """(generator, step) that `which` ("auto", "best" or "last") exports.
+
+  "best" and "auto" take the generator (the weight average when kept) of
+  checkpoints/best/ when train.eval_every is on and an evaluation saved one;
+  otherwise, with a line when "best" was asked for, the trainer's last one.
+  """
+  last = trainer.sample_generator, int(trainer.step.numpy())
+  best = run_dir.best_checkpoint(model_dir) if config.train.eval_every else None
+  if which == "last" or (which == "auto" and best is None):
+    return last
+  if best is None:
+    log("--export=best: no evaluation saved a best checkpoint; exporting the last step")
+    return last
+  try:
+    generator, _, step = run_dir.load_generator(model_dir, use_ema=True, checkpoint_path=best)
+  except run_dir.RunDirError as error:
+    log(f"{error}; exporting the last step")
+    return last
+  return generator, step
+
+
+def export_run(trainer, model_dir, info, config, which="last", log=print):
+  """Exports the generator `which` chooses to model_dir/saved_model (see export_to_run_dir)."""
+  generator, step = export_source(trainer, model_dir, config, which, log)
   return export.export_to_run_dir(
-      trainer.sample_generator, model_dir, step=int(trainer.step.numpy()),
+      generator, model_dir, step=step,
       class_names=list(info.class_names)[:config.model.num_classes],
       ema=config.train.ema_decay > 0, dataset=config.data.dataset)
 
@@ -110,8 +137,13 @@ class TrainRun:
     if self.solo and self.startup.signal is not None:
       raise Stopped(f"stopped by {self.startup.signal} {where}; nothing to save")
 
-  def run(self, on_nan="stop", max_rollbacks=3, export_generator=True):
+  def run(self, on_nan="stop", max_rollbacks=3, export_generator=True, feature_network=None):
     """Trains to train.train_steps and exports; returns quietly when stopped by a signal.
+
+    Args:
+      on_nan, max_rollbacks: the Trainer's.
+      export_generator: one of `EXPORT_CHOICES` (True: "auto", False: "none").
+      feature_network: the Trainer's (tests).
 
     Raises:
       Stopped: a signal before training or the export.
@@ -124,16 +156,17 @@ class TrainRun:
     trainer = trainer_lib.Trainer(
         self.config, self.model_dir, make_dataset_fn(self.config),
         dataset_info=dataset_json(self.config, info), log=self.log, on_nan=on_nan,
-        max_rollbacks=max_rollbacks)
+        max_rollbacks=max_rollbacks, feature_network=feature_network)
     if watchdog is not None:
       watchdog.cancel()
     result = trainer.train(stop_request=self.startup)
     # Only the chief exports: the generator's variables are mirrored, every
     # worker holds the same values, and the others must not write model_dir.
-    if not result.get("stopped_by_signal") and export_generator and trainer.is_chief:
+    which = {True: "auto", False: "none"}.get(export_generator, export_generator)
+    if not result.get("stopped_by_signal") and which != "none" and trainer.is_chief:
       self._stop_if_signalled("before the export (run the same command to export)")
-      path = export_run(trainer, self.model_dir, info, self.config)
-      self.log(f"exported the generator to {path}")
+      path = export_run(trainer, self.model_dir, info, self.config, which, self.log)
+      self.log(f"exported the generator of step {export.read_metadata(path)['step']} to {path}")
     signals.ignore_stop_signals()
 
   def _check_file_systems(self):

@@ -13,7 +13,7 @@ import time
 import tensorflow as tf
 
 from sagan_tf import samples
-from sagan_tf.training import checkpointing, distribute, inputs, run_dir, summaries
+from sagan_tf.training import checkpointing, distribute, inputs, periodic_eval, run_dir, summaries
 from sagan_tf.training.components import build_components
 from sagan_tf.training.divergence import RollbackPolicy
 # Re-exported: train.py, bench/ and the tests reach them here.
@@ -40,10 +40,12 @@ class Trainer:
       "rollback" restores the newest checkpoint, reseeds the noise and goes
       on, at most `max_rollbacks` times in this process.
     max_rollbacks: the cap of "rollback".
+    feature_network: a callable returning (network, description) in place of
+      the Inception network of the evaluations (tests use a small stand-in).
   """
 
   def __init__(self, config, model_dir, make_dataset, dataset_info=None, log=print, on_nan="stop",
-               max_rollbacks=3):
+               max_rollbacks=3, feature_network=None):
     self.rollback_policy = RollbackPolicy(on_nan, max_rollbacks, config.runtime.seed)
     self.config = config
     self.model_dir = model_dir
@@ -55,6 +57,11 @@ class Trainer:
     self._set_up_strategy(config)
     self._build_models(config)
     self._set_up_checkpoints(config)
+    # Every train.eval_every steps; attaches the best-FID record to the checkpoint.
+    self.evaluator = periodic_eval.PeriodicEvaluator(
+        config, self.sample_generator, self.checkpoint, self.step, model_dir=model_dir,
+        write_dir=self.write_dir, strategy=self.strategy, is_chief=self.is_chief, log=log,
+        feature_network=feature_network)
     self._sample_inputs = samples.class_grid_inputs(
         config.model.num_classes, config.model.z_dim, seed=config.runtime.seed)
     self._sample_fn = tf.function(
@@ -162,6 +169,7 @@ class Trainer:
     path = self.checkpoints.restore_newest_readable(self._restore_model)
     if path is None:
       return 0
+    self.evaluator.restore(path)
     checkpointing.adopt_learning_rates(
         ((self.g_optimizer, self.config.optimizer.g_learning_rate),
          (self.d_optimizer, self.config.optimizer.d_learning_rate)))
@@ -338,6 +346,9 @@ class Trainer:
       self._write_summaries(metrics, images_per_second)
     if crossed(train.sample_every):
       self.write_samples()
+    # Before the checkpoint, which then holds the best FID so far.
+    if self.evaluator.due(previous, step, train.train_steps):
+      self.evaluator.evaluate()
     if crossed(train.checkpoint_every):
       # The chunk's check covers the losses and trained weights; the
       # weight average and optimizer slots are checked before a save.
@@ -387,14 +398,18 @@ class Trainer:
           continue
         steps_per_second = speed.update(step)
         self.log(summaries.progress_line(step, total, steps_per_second,
-                                         self.config.train.batch_size, metrics))
+                                         self.config.train.batch_size, metrics)
+                 + self.evaluator.progress_text())
+        evaluations = self.evaluator.count
         reached = self._every(previous, step, metrics,
                               steps_per_second * self.config.train.batch_size)
-        if reached != step:  # Rolled back.
+        # Rolled back, or evaluated: the next speed leaves the evaluation out.
+        if reached != step or self.evaluator.count != evaluations:
           step = reached
           speed.restart(step)
       if stopped:
         self._save_on_stop(stop, step)
-    self.log(f"trained steps {start_step}-{step} in {time.perf_counter() - run_start:.0f} s")
+    self.log(f"trained steps {start_step}-{step} in {time.perf_counter() - run_start:.0f} s"
+             f"{self.evaluator.summary_text()}")
     metrics["stopped_by_signal"] = (stop.signal or "another worker") if stopped else None
     return metrics

@@ -23,14 +23,19 @@ def test_settings_split_into_adopted_and_refused():
   saved = tiny_config(ema_decay=0.0)
   config = dataclasses.replace(
       saved, train=dataclasses.replace(saved.train, ema_decay=0.999, train_steps=20,
-                                       sample_every=7, summary_every=3, checkpoint_every=5),
+                                       sample_every=7, summary_every=3, checkpoint_every=5,
+                                       eval_every=4, eval_samples=500),
       optimizer=dataclasses.replace(saved.optimizer, g_learning_rate=5e-5),
       runtime=dataclasses.replace(saved.runtime, mixed_precision="bfloat16"))
   refused, adopted = run_dir.resume_changes(saved, config)
   assert refused == []
   assert "train.ema_decay: saved 0.0, now 0.999" in adopted
   assert "optimizer.g_learning_rate: saved 0.0002, now 5e-05" in adopted
-  assert len(adopted) == 7
+  # Evaluation is host-side: a resumed run takes it over (a best FID measured
+  # with another eval_samples is dropped, see PeriodicEvaluator.restore).
+  assert "train.eval_every: saved 0, now 4" in adopted
+  assert "train.eval_samples: saved 2000, now 500" in adopted
+  assert len(adopted) == 9
   shapes = dataclasses.replace(config, model=dataclasses.replace(config.model, g_width=16),
                                runtime=dataclasses.replace(config.runtime,
                                                            mixed_precision="float16"),
