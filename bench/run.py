@@ -30,6 +30,7 @@ STRATEGIES = ("one_device", "mirrored", "tpu")
 # The batch the full run measures each preset's image size at.
 FULL_BATCH = {32: 64, 64: 32, 128: 16}
 INPUT_DATASETS = ("animal_mnist", "folder")
+INCEPTION_NETWORKS = ("unfolded", "folded", "torch")
 # Keys every JSON line carries (None where a benchmark has no such quantity).
 REQUIRED_KEYS = ("name", "preset", "mode", "dtype", "batch", "images_per_second", "flops_per_image",
                  "peak_fraction", "strategy", "replicas", "peak_rss_mb", "seconds")
@@ -87,7 +88,7 @@ def plan(settings):
                  "batches": [(p, FULL_BATCH[p]) for p in sorted(common.PRESET_NAMES)],
                  "check": {"preset": check_preset, "batch": settings.batches[check_preset],
                            "width": settings.width}})
-  if "matmul_peak" in settings.only or "train" in settings.only:
+  if {"matmul_peak", "train", "inception"} & set(settings.only):
     jobs.append({"kind": "matmul_peak", "dtypes": ["float32", "bfloat16"], "n": 2048,
                  "chain": 2 if quick else 10, "repeats": 3 if quick else 5})
   if "train" in settings.only:
@@ -103,7 +104,10 @@ def plan(settings):
                      "batch": settings.batches[preset], "batches": 50 if quick else 100,
                      "repeats": settings.repeats, "files": 64 if quick else 256})
   if "inception" in settings.only:
-    jobs.append({"kind": "inception", "batch": 10 if quick else 50, "repeats": 2 if quick else 3})
+    # Before (separate batch norms), after (folded) and PyTorch on the same file, one run.
+    for network in INCEPTION_NETWORKS:
+      jobs.append({"kind": "inception", "network": network, "batch": 10 if quick else 50,
+                   "repeats": 2 if quick else 5})
   if "fid" in settings.only:
     # scipy's sqrtm of 2048 x 2048 takes tens of seconds on two cores; quick
     # mode times the same code on 512-dimensional features.
@@ -117,7 +121,7 @@ def plan(settings):
 
 
 def _describe(spec):
-  keys = ("preset", "mode", "dtype", "strategy", "dataset", "batch")
+  keys = ("preset", "mode", "dtype", "strategy", "dataset", "network", "batch")
   return spec["kind"] + " " + " ".join(f"{k}={spec[k]}" for k in keys if k in spec)
 
 
@@ -155,9 +159,13 @@ def run_job(spec, timeout):
 
 def _complete(record, results):
   """Adds what needs other benchmarks' results (peak fraction, input/step ratio) and every key."""
+  peaks = {r["dtype"]: r["flops_per_second"] for r in results
+           if r["name"] == "matmul_peak" and r["status"] == "ok"}
+  if record["name"] == "inception" and record.get("images_per_second"):
+    record["flops_per_second"] = record["images_per_second"] * record["flops_per_image"]
+    if "float32" in peaks:
+      record["peak_fraction"] = record["flops_per_second"] / peaks["float32"]
   if record["name"] == "train" and record.get("flops_per_second"):
-    peaks = {r["dtype"]: r["flops_per_second"] for r in results
-             if r["name"] == "matmul_peak" and r["status"] == "ok"}
     if "float32" in peaks:
       record["peak_fraction"] = record["flops_per_second"] / peaks["float32"]
     # Against the matmul peak of the run's own compute dtype: bfloat16 can
@@ -214,7 +222,9 @@ def _notes(r):
     return (f"{r['samples']}x{r['dim']}: statistics {r['statistics_seconds']:.1f}s, "
             f"frechet_distance (sqrtm) {r['frechet_distance_seconds']:.1f}s")
   if name == "inception":
-    return f"{r.get('source')} weights, 32x32 inputs resized to 299"
+    cpu = r.get("cpu_seconds")
+    busy = f" cpu/wall={cpu / r['seconds']:.2f}" if cpu else ""
+    return f"{r['network']} ({r.get('source')}), 32x32 inputs resized to 299{busy}"
   if name == "profile":
     return "top op types: " + ", ".join(f"{n} {s:.0%}" for n, _, s in r["top_op_types"][:3])
   return ""
@@ -230,7 +240,8 @@ def format_table(results):
                  (f"{r['strategy']}x{r['replicas']}" if r["replicas"] else r["strategy"]) or "-",
                  _fmt(r["batch"], digits=0), _fmt(r["images_per_second"], digits=2),
                  _fmt(r["flops_per_image"], 1e9, 2),
-                 _fmt(r.get("flops_per_second") if r["name"] == "train" else None, 1e9),
+                 _fmt(r.get("flops_per_second") if r["name"] in ("train", "inception") else None,
+                    1e9),
                  _fmt(r["peak_fraction"], 0.01), _fmt(r["peak_rss_mb"], digits=0),
                  _fmt(r["seconds"], digits=2), _notes(r)))
   widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header) - 1)]

@@ -98,6 +98,46 @@ def test_report_has_ratios_and_notes():
   assert all(key in results[-1] for key in run.REQUIRED_KEYS)
 
 
+def test_inception_plan_has_peak_and_three_networks():
+  _, settings = run.parse_settings(["--only=inception"])
+  jobs = run.plan(settings)
+  assert [j["kind"] for j in jobs] == ["matmul_peak"] + ["inception"] * 3
+  assert [j["network"] for j in jobs[1:]] == ["unfolded", "folded", "torch"]
+  assert {j["batch"] for j in jobs[1:]} == {50}
+
+
+def test_inception_peak_fraction_uses_the_same_runs_peak():
+  results = [run._complete({"name": "matmul_peak", "dtype": "float32", "status": "ok",  # pylint: disable=protected-access
+                            "flops_per_second": 200e9}, [])]
+  record = run._complete({"name": "inception", "network": "folded", "batch": 50,  # pylint: disable=protected-access
+                          "dtype": "float32", "status": "ok", "images_per_second": 10.0,
+                          "flops_per_image": 11e9, "seconds": 5.0, "cpu_seconds": 9.0,
+                          "source": "torchscript"}, results)
+  assert record["flops_per_second"] == pytest.approx(110e9)
+  assert record["peak_fraction"] == pytest.approx(0.55)
+  assert "cpu/wall=1.80" in run.format_table([record])
+
+
+def test_inception_flops_count_convolutions():
+  from bench import eval_bench  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input((9, 9, 2))
+  x = keras.layers.Conv2D(4, 3, strides=2, padding="valid", use_bias=False)(inputs)
+  x = keras.layers.Conv2D(5, (1, 3), padding="same")(x)
+  model = keras.Model(inputs, keras.layers.MaxPooling2D(2)(x))
+  # 4x4 outputs of 3x3x2 -> 4, then 4x4 outputs of 1x3x4 -> 5; 2 FLOPs per multiply-add.
+  assert eval_bench._inception_flops_per_image(model) == 2 * (16 * 9 * 2 * 4 + 16 * 3 * 4 * 5)  # pylint: disable=protected-access
+
+
+def test_torch_row_is_skipped_without_torch(monkeypatch, capsys):
+  from bench import eval_bench  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  eval_bench._bench_inception_torch({"batch": 2, "repeats": 1}, {"name": "inception"}, "x.pt")  # pylint: disable=protected-access
+  line = capsys.readouterr().out.strip()
+  record = json.loads(line[len("@@bench "):])
+  assert record["status"] == "skipped" and "torch is not installed" in record["note"]
+
+
 @pytest.mark.slow
 def test_quick_json_run_of_flops_and_fid():
   # The subprocesses, the JSON protocol and the profiler cross-check, end to end.

@@ -1,5 +1,6 @@
 """The 2015-12-05 Inception network used by FID and Inception Score, as a TF2/Keras model."""
 
+import functools
 import os
 
 import keras
@@ -87,13 +88,30 @@ def resize_and_normalize(images):
   return (resized - 128.0) / 128.0
 
 
-def _conv(x, name, filters, kernel, strides=1, padding="same"):
+def _conv(x, name, filters, kernel, strides=1, padding="same", fold_batch_norm=False):
   kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
+  if fold_batch_norm:
+    # One Conv2D with bias and ReLU, which grappler fuses into a single oneDNN op.
+    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                               activation="relu", name=name)(x)
   x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
                           name=name)(x)
   x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, scale=False,
                                       name=f"{name}.batchnorm")(x)
   return keras.layers.ReLU(name=f"{name}.relu")(x)
+
+
+def fold_batch_norm(kernel, beta, mean, variance, epsilon=_BN_EPSILON):
+  """(kernel, bias) in float32 of a bias-free conv with a scale-free inference batch norm folded in.
+
+  `relu(bn(conv(x, kernel)))` equals `relu(conv(x, kernel * s) + beta - mean * s)` with
+  `s = 1 / sqrt(variance + epsilon)` per output channel (the last axis of the
+  `(rows, cols, in, out)` kernel); computed in float64.
+  """
+  scale = 1.0 / np.sqrt(np.asarray(variance, np.float64) + epsilon)
+  folded = np.asarray(kernel, np.float64) * scale
+  bias = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+  return folded.astype(np.float32), bias.astype(np.float32)
 
 
 def _avg_pool(x, name):
@@ -110,102 +128,106 @@ def _concat(branches, name):
   return keras.layers.Concatenate(axis=-1, name=name)(branches)
 
 
-def _inception_a(x, name, pool_filters):
-  branch = _conv(x, f"{name}.conv", 64, 1)
-  tower = _conv(x, f"{name}.tower.conv", 48, 1)
-  tower = _conv(tower, f"{name}.tower.conv_1", 64, 5)
-  tower_1 = _conv(x, f"{name}.tower_1.conv", 64, 1)
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_1", 96, 3)
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_2", 96, 3)
+def _inception_a(conv, x, name, pool_filters):
+  branch = conv(x, f"{name}.conv", 64, 1)
+  tower = conv(x, f"{name}.tower.conv", 48, 1)
+  tower = conv(tower, f"{name}.tower.conv_1", 64, 5)
+  tower_1 = conv(x, f"{name}.tower_1.conv", 64, 1)
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_1", 96, 3)
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_2", 96, 3)
   tower_2 = _avg_pool(x, f"{name}.tower_2.pool")
-  tower_2 = _conv(tower_2, f"{name}.tower_2.conv", pool_filters, 1)
+  tower_2 = conv(tower_2, f"{name}.tower_2.conv", pool_filters, 1)
   return _concat([branch, tower, tower_1, tower_2], name)
 
 
-def _inception_b(x, name):
-  branch = _conv(x, f"{name}.conv", 384, 3, strides=2, padding="valid")
-  tower = _conv(x, f"{name}.tower.conv", 64, 1)
-  tower = _conv(tower, f"{name}.tower.conv_1", 96, 3)
-  tower = _conv(tower, f"{name}.tower.conv_2", 96, 3, strides=2, padding="valid")
+def _inception_b(conv, x, name):
+  branch = conv(x, f"{name}.conv", 384, 3, strides=2, padding="valid")
+  tower = conv(x, f"{name}.tower.conv", 64, 1)
+  tower = conv(tower, f"{name}.tower.conv_1", 96, 3)
+  tower = conv(tower, f"{name}.tower.conv_2", 96, 3, strides=2, padding="valid")
   pool = _max_pool(x, f"{name}.pool")
   return _concat([branch, tower, pool], name)
 
 
-def _inception_c(x, name, filters):
-  branch = _conv(x, f"{name}.conv", 192, 1)
-  tower = _conv(x, f"{name}.tower.conv", filters, 1)
-  tower = _conv(tower, f"{name}.tower.conv_1", filters, (1, 7))
-  tower = _conv(tower, f"{name}.tower.conv_2", 192, (7, 1))
-  tower_1 = _conv(x, f"{name}.tower_1.conv", filters, 1)
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_1", filters, (7, 1))
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_2", filters, (1, 7))
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_3", filters, (7, 1))
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_4", 192, (1, 7))
+def _inception_c(conv, x, name, filters):
+  branch = conv(x, f"{name}.conv", 192, 1)
+  tower = conv(x, f"{name}.tower.conv", filters, 1)
+  tower = conv(tower, f"{name}.tower.conv_1", filters, (1, 7))
+  tower = conv(tower, f"{name}.tower.conv_2", 192, (7, 1))
+  tower_1 = conv(x, f"{name}.tower_1.conv", filters, 1)
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_1", filters, (7, 1))
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_2", filters, (1, 7))
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_3", filters, (7, 1))
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_4", 192, (1, 7))
   tower_2 = _avg_pool(x, f"{name}.tower_2.pool")
-  tower_2 = _conv(tower_2, f"{name}.tower_2.conv", 192, 1)
+  tower_2 = conv(tower_2, f"{name}.tower_2.conv", 192, 1)
   return _concat([branch, tower, tower_1, tower_2], name)
 
 
-def _inception_d(x, name):
-  tower = _conv(x, f"{name}.tower.conv", 192, 1)
-  tower = _conv(tower, f"{name}.tower.conv_1", 320, 3, strides=2, padding="valid")
-  tower_1 = _conv(x, f"{name}.tower_1.conv", 192, 1)
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_1", 192, (1, 7))
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_2", 192, (7, 1))
-  tower_1 = _conv(tower_1, f"{name}.tower_1.conv_3", 192, 3, strides=2, padding="valid")
+def _inception_d(conv, x, name):
+  tower = conv(x, f"{name}.tower.conv", 192, 1)
+  tower = conv(tower, f"{name}.tower.conv_1", 320, 3, strides=2, padding="valid")
+  tower_1 = conv(x, f"{name}.tower_1.conv", 192, 1)
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_1", 192, (1, 7))
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_2", 192, (7, 1))
+  tower_1 = conv(tower_1, f"{name}.tower_1.conv_3", 192, 3, strides=2, padding="valid")
   pool = _max_pool(x, f"{name}.pool")
   return _concat([tower, tower_1, pool], name)
 
 
-def _inception_e(x, name, max_pool):
-  branch = _conv(x, f"{name}.conv", 320, 1)
-  tower = _conv(x, f"{name}.tower_conv", 384, 1)
-  tower_a = _conv(tower, f"{name}.tower_mixed_conv", 384, (1, 3))
-  tower_b = _conv(tower, f"{name}.tower_mixed_conv_1", 384, (3, 1))
-  tower_1 = _conv(x, f"{name}.tower_1_conv", 448, 1)
-  tower_1 = _conv(tower_1, f"{name}.tower_1_conv_1", 384, 3)
-  tower_1a = _conv(tower_1, f"{name}.tower_1_mixed_conv", 384, (1, 3))
-  tower_1b = _conv(tower_1, f"{name}.tower_1_mixed_conv_1", 384, (3, 1))
+def _inception_e(conv, x, name, max_pool):
+  branch = conv(x, f"{name}.conv", 320, 1)
+  tower = conv(x, f"{name}.tower_conv", 384, 1)
+  tower_a = conv(tower, f"{name}.tower_mixed_conv", 384, (1, 3))
+  tower_b = conv(tower, f"{name}.tower_mixed_conv_1", 384, (3, 1))
+  tower_1 = conv(x, f"{name}.tower_1_conv", 448, 1)
+  tower_1 = conv(tower_1, f"{name}.tower_1_conv_1", 384, 3)
+  tower_1a = conv(tower_1, f"{name}.tower_1_mixed_conv", 384, (1, 3))
+  tower_1b = conv(tower_1, f"{name}.tower_1_mixed_conv_1", 384, (3, 1))
   if max_pool:
     # Mixed_7c of the 2015-12-05 graph max-pools here, unlike every other block.
     tower_2 = _max_pool(x, f"{name}.tower_2_pool", strides=1, padding="same")
   else:
     tower_2 = _avg_pool(x, f"{name}.tower_2_pool")
-  tower_2 = _conv(tower_2, f"{name}.tower_2_conv", 192, 1)
+  tower_2 = conv(tower_2, f"{name}.tower_2_conv", 192, 1)
   return _concat([branch, tower_a, tower_b, tower_1a, tower_1b, tower_2], name)
 
 
-def build_inception_network(name="inception_2015_12_05"):
+def build_inception_network(name="inception_2015_12_05", fold_batch_norm=False):
   """Builds the 2015-12-05 Inception network up to pool_3, with untrained weights.
 
   Layer names follow the TorchScript port's module paths (which follow the TF graph's
   scopes, except that the last two blocks flatten `tower/mixed/conv` to
-  `tower_mixed_conv`); each convolution `p` is followed by `p.batchnorm` and `p.relu`.
+  `tower_mixed_conv`); each convolution `p` is followed by `p.batchnorm` and `p.relu`,
+  or, with `fold_batch_norm`, has a bias and a ReLU activation of its own.
 
   Args:
     name: Model name.
+    fold_batch_norm: Whether each batch norm is folded into its convolution (inference
+      only: the weights come from `fold_batch_norm`); about 10% faster on CPU.
 
   Returns:
     A `keras.Model` mapping float32 `(batch, 299, 299, 3)` images scaled to
     `(x - 128) / 128` to pool_3 features of shape `(batch, 2048)`.
   """
+  conv = functools.partial(_conv, fold_batch_norm=fold_batch_norm)
   inputs = keras.Input((INCEPTION_SIZE, INCEPTION_SIZE, 3), name="images")
-  x = _conv(inputs, "conv", 32, 3, strides=2, padding="valid")
-  x = _conv(x, "conv_1", 32, 3, padding="valid")
-  x = _conv(x, "conv_2", 64, 3)
+  x = conv(inputs, "conv", 32, 3, strides=2, padding="valid")
+  x = conv(x, "conv_1", 32, 3, padding="valid")
+  x = conv(x, "conv_2", 64, 3)
   x = _max_pool(x, "pool0")
-  x = _conv(x, "conv_3", 80, 1, padding="valid")
-  x = _conv(x, "conv_4", 192, 3, padding="valid")
+  x = conv(x, "conv_3", 80, 1, padding="valid")
+  x = conv(x, "conv_4", 192, 3, padding="valid")
   x = _max_pool(x, "pool1")
   for block, pool_filters in (("mixed", 32), ("mixed_1", 64), ("mixed_2", 64)):
-    x = _inception_a(x, block, pool_filters)
-  x = _inception_b(x, "mixed_3")
+    x = _inception_a(conv, x, block, pool_filters)
+  x = _inception_b(conv, x, "mixed_3")
   for block, filters in (("mixed_4", 128), ("mixed_5", 160), ("mixed_6", 160),
                          ("mixed_7", 192)):
-    x = _inception_c(x, block, filters)
-  x = _inception_d(x, "mixed_8")
-  x = _inception_e(x, "mixed_9", max_pool=False)
-  x = _inception_e(x, "mixed_10", max_pool=True)
+    x = _inception_c(conv, x, block, filters)
+  x = _inception_d(conv, x, "mixed_8")
+  x = _inception_e(conv, x, "mixed_9", max_pool=False)
+  x = _inception_e(conv, x, "mixed_10", max_pool=True)
   x = keras.layers.AveragePooling2D(8, strides=8, padding="valid", name="pool_3")(x)
   outputs = keras.layers.Reshape((POOL_3_DIM,), name="pool_3.reshape")(x)
   return keras.Model(inputs, outputs, name=name)
@@ -225,7 +247,8 @@ def _assign_torchscript_weights(model, root, path):
   """Copies the TorchScript port's weights into `build_inception_network()`.
 
   Args:
-    model: Model returned by `build_inception_network`.
+    model: Model returned by `build_inception_network`; convolutions with a bias get
+      their batch norm folded in.
     root: Module tree of `inception-2015-12-05.pt` from `load_torchscript`.
     path: The file's path, for error messages.
 
@@ -259,14 +282,19 @@ def _assign_torchscript_weights(model, root, path):
     if kernel.shape != tuple(conv.kernel.shape):
       raise ValueError(f"{path}: {conv.name} weight has shape {weight.shape}, expected "
                        f"{tuple(conv.kernel.shape)} in (rows, cols, in, out) order")
-    conv.kernel.assign(kernel)
-    batchnorm = model.get_layer(f"{conv.name}.batchnorm")
-    for variable, key in ((batchnorm.beta, "beta"), (batchnorm.moving_mean, "mean"),
-                          (batchnorm.moving_variance, "var")):
-      if state[key].shape != tuple(variable.shape):
+    for key in ("beta", "mean", "var"):
+      if state[key].shape != (kernel.shape[-1],):
         raise ValueError(f"{path}: {conv.name}.{key} has shape {state[key].shape}, expected "
-                         f"{tuple(variable.shape)}")
-      variable.assign(state[key])
+                         f"{(kernel.shape[-1],)}")
+    if conv.use_bias:
+      kernel, bias = fold_batch_norm(kernel, state["beta"], state["mean"], state["var"])
+      conv.bias.assign(bias)
+    else:
+      batchnorm = model.get_layer(f"{conv.name}.batchnorm")
+      for variable, key in ((batchnorm.beta, "beta"), (batchnorm.moving_mean, "mean"),
+                            (batchnorm.moving_variance, "var")):
+        variable.assign(state[key])
+    conv.kernel.assign(kernel)
 
 
 class InceptionNetwork:
@@ -330,7 +358,7 @@ def _is_zip(path):
     return f.read(2) == b"PK"
 
 
-def load_inception(path=None, jit_compile=False, batch_size=50):
+def load_inception(path=None, jit_compile=False, batch_size=50, fold_batch_norm=True):
   """Loads the 2015-12-05 FID Inception network from either weight source.
 
   The format is detected from the file content: a zip (`PK`) is the TorchScript port
@@ -344,6 +372,9 @@ def load_inception(path=None, jit_compile=False, batch_size=50):
       `default_cache_dir()`.
     jit_compile: Whether to compile `forward` with XLA.
     batch_size: Images per forward pass in `InceptionNetwork.__call__`.
+    fold_batch_norm: Whether the TorchScript port runs with its batch norms folded into
+      the convolutions (faster; pool_3 within 2e-6 of the unfolded network relative to
+      the largest feature, docs/inception.md); False keeps them as separate layers.
 
   Returns:
     An `InceptionNetwork`.
@@ -357,7 +388,7 @@ def load_inception(path=None, jit_compile=False, batch_size=50):
   if _is_zip(path):
     # Reading first makes a corrupt file fail before the slow model construction.
     root = torchscript_weights.load_torchscript(path)
-    model = build_inception_network()
+    model = build_inception_network(fold_batch_norm=fold_batch_norm)
     _assign_torchscript_weights(model, root, path)
 
     def run(images):
