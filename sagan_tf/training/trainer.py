@@ -483,7 +483,9 @@ class Trainer:
     z, labels, columns = self._sample_inputs
     images = self._sample_fn(tf.constant(z), tf.constant(labels) if self.config.model.num_classes
                              else None)
-    grid = samples.image_grid(samples.to_uint8(images.numpy()), columns)
+    names = (samples.row_names(labels[::columns], self.dataset_info.get("class_names"))
+             if self.config.model.num_classes else None)
+    grid = samples.labelled_grid(images.numpy(), columns, names)
     step = int(self.step.numpy())
     path = os.path.join(self.write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
     with storage.writing(f"sample grid {os.path.basename(path)}", os.path.dirname(path),
