@@ -53,9 +53,14 @@ def upscale(images, factor):
   return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
 
 
+def label_width(names):
+  """Width in pixels of the name margin `label_rows` adds."""
+  return min(140, 7 * max(len(name) for name in names) + 8)
+
+
 def label_rows(grid, names, row_height, padding=2):
   """Adds a white margin left of a grid from `image_grid` with one name per row."""
-  width = min(140, 7 * max(len(name) for name in names) + 8)
+  width = label_width(names)
   canvas = PIL.Image.new("RGB", (grid.shape[1] + width, grid.shape[0]), (255, 255, 255))
   canvas.paste(PIL.Image.fromarray(grid), (width, 0))
   draw = PIL.ImageDraw.Draw(canvas)
@@ -63,6 +68,36 @@ def label_rows(grid, names, row_height, padding=2):
     top = padding + row * (row_height + padding) + max(0, row_height // 2 - 6)
     draw.text((4, top), name[:20], fill=(0, 0, 0))
   return np.asarray(canvas)
+
+
+def row_names(row_labels, class_names=None):
+  """The name of each row's class; the label number where `class_names` has none."""
+  class_names = list(class_names or [])
+  return [str(class_names[label]) if label < len(class_names) else str(label)
+          for label in row_labels]
+
+
+MIN_CELL_PIXELS = 96  # Small images are enlarged to be readable in a viewer.
+
+
+def cell_scale(image_size, min_pixels=MIN_CELL_PIXELS):
+  """The smallest integer factor that makes an image side at least `min_pixels`."""
+  return max(1, -(-min_pixels // image_size))
+
+
+def labelled_grid(images, columns, names=None):
+  """The training sample grid: [-1, 1] NHWC images, enlarged, `columns` per row, names at the left.
+
+  Cells are enlarged by nearest neighbour to at least `MIN_CELL_PIXELS`
+  (x3 at 32 pixels); `names` (one per row, None for none) go into a white
+  margin left of the rows.
+
+  Returns:
+    uint8 HWC image.
+  """
+  images = upscale(to_uint8(images), cell_scale(np.shape(images)[1]))
+  grid = image_grid(images, columns)
+  return label_rows(grid, names, images.shape[1]) if names else grid
 
 
 def heat_colors(values):

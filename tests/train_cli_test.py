@@ -76,9 +76,10 @@ def test_run_writes_sample_grids(tiny_run):
   for name in names:
     with open(os.path.join(model_dir, run_dir.SAMPLE_DIR, name), "rb") as f:
       grids.append(tf.io.decode_png(f.read()).numpy())
-  # 10 classes, one row each, of 8 images of 32 pixels with 2 pixels of padding.
-  assert all(grid.shape == (10 * 34 + 2, 8 * 34 + 2, 3) for grid in grids)
-  first_image = grids[0][2:34, 2:34].astype(np.float64)
+  # 10 classes, one row each, of 8 images of 32 pixels enlarged x3 with 2 pixels of padding,
+  # after a 64-pixel margin of class names ("elephant": 7 * 8 + 8).
+  assert all(grid.shape == (10 * 98 + 2, 64 + 8 * 98 + 2, 3) for grid in grids)
+  first_image = grids[0][2:98, 66:162].astype(np.float64)
   assert first_image.std() > 1.0
   # Fixed z: the grids change only because training changed the generator.
   assert not np.array_equal(grids[0], grids[-1])

@@ -44,8 +44,11 @@ def progress_line(step, total, steps_per_second, batch_size, metrics):
           f"D(real) {metrics['d_real']:.3f}  D(fake) {metrics['d_fake']:.3f}")
 
 
-def write_sample_grid(images, columns, step, write_dir, advice):
-  """Writes uint8-convertible `images` as write_dir/samples/step_<step>.png and to TensorBoard.
+def write_sample_grid(images, columns, step, write_dir, advice, row_names=None):
+  """Writes [-1, 1] `images` as write_dir/samples/step_<step>.png and to TensorBoard.
+
+  The grid is `samples.labelled_grid`: cells enlarged to at least 96 px,
+  `row_names` (one per row, or None) at the left.
 
   Returns:
     The PNG's path.
@@ -53,7 +56,7 @@ def write_sample_grid(images, columns, step, write_dir, advice):
   Raises:
     storage.WriteError: the grid could not be written; ends in `advice`.
   """
-  grid = samples.image_grid(samples.to_uint8(images), columns)
+  grid = samples.labelled_grid(images, columns, row_names)
   path = os.path.join(write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
   with storage.writing(f"sample grid {os.path.basename(path)}", os.path.dirname(path),
                        lambda: storage.remove_quietly(path + ".tmp"), advice):

@@ -202,8 +202,10 @@ class Trainer:
     z, labels, columns = self._sample_inputs
     images = self._sample_fn(tf.constant(z), tf.constant(labels) if self.config.model.num_classes
                              else None)
+    names = (samples.row_names(labels[::columns], self.dataset_info.get("class_names"))
+             if self.config.model.num_classes else None)
     return summaries.write_sample_grid(images.numpy(), columns, int(self.step.numpy()),
-                                       self.write_dir, self._intact())
+                                       self.write_dir, self._intact(), names)
 
   def _intact(self):
     """The end of a write-failure message: what is safe, and how to go on."""
