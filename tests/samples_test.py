@@ -54,7 +54,7 @@ def test_trainer_writes_the_labelled_grid_of_its_generator(tmp_path):
   path = trainer.write_samples()
   assert os.path.dirname(path) == os.path.join(str(tmp_path), run_dir.SAMPLE_DIR)
   grid = np.asarray(PIL.Image.open(path))
-  z, labels, columns = trainer._sample_inputs
+  z, labels, columns = trainer.sample_grid.inputs
   assert list(labels[::columns]) == [0, 1, 2]  # One row per class.
   images = trainer.sample_generator(z, labels, training=False).numpy()
   pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)

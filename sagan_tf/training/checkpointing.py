@@ -204,3 +204,24 @@ def adopt_learning_rates(rates):
       variable = getattr(inner, "learning_rate", None) if inner is not None else None
       if isinstance(variable, tf.Variable) or hasattr(variable, "assign"):
         variable.assign(rate)
+
+
+def restore_model(checkpoint, checkpoint_without_average, ema, path, ema_decay):
+  """Restores `checkpoint` (everything but the data position) from `path`; returns lines to log.
+
+  An AssertionError of `assert_existing_objects_matched` means the
+  checkpoint lacks some of our objects; if it lacks only the weight average
+  (the run was trained without one, `ema` is not None) the rest is restored
+  through `checkpoint_without_average()` and the average copied from the
+  generator.
+  """
+  try:
+    checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+    return []
+  except AssertionError:
+    if ema is None:
+      raise
+    checkpoint_without_average().restore(path).assert_existing_objects_matched().expect_partial()
+  ema.copy()
+  return [f"the checkpoint has no generator weight average (the run had train.ema_decay=0): "
+          f"it starts now as a copy of the generator, with decay {ema_decay}"]

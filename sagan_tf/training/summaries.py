@@ -44,26 +44,40 @@ def progress_line(step, total, steps_per_second, batch_size, metrics):
           f"D(real) {metrics['d_real']:.3f}  D(fake) {metrics['d_fake']:.3f}")
 
 
-def write_sample_grid(images, columns, step, write_dir, advice, row_names=None):
-  """Writes [-1, 1] `images` as write_dir/samples/step_<step>.png and to TensorBoard.
+class SampleGrid:
+  """The fixed-z sample grid of a run: one row per class (its name at the left), every sample_every.
 
-  The grid is `samples.labelled_grid`: cells enlarged to at least 96 px,
-  `row_names` (one per row, or None) at the left.
-
-  Returns:
-    The PNG's path.
-
-  Raises:
-    storage.WriteError: the grid could not be written; ends in `advice`.
+  Args:
+    generator: the generator to sample (the weight average when kept).
+    num_classes: 0 for an unconditional model.
+    z_dim: the noise length.
+    class_names: names of the rows' classes (label numbers where missing).
+    seed: seed of the fixed z.
   """
-  grid = samples.labelled_grid(images, columns, row_names)
-  path = os.path.join(write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
-  with storage.writing(f"sample grid {os.path.basename(path)}", os.path.dirname(path),
-                       lambda: storage.remove_quietly(path + ".tmp"), advice):
-    samples.write_png(path, grid)
-    tf.summary.image("samples", grid[None], step=step)
-    tf.summary.flush()
-  return path
+
+  def __init__(self, generator, num_classes, z_dim, class_names=None, seed=0):
+    self.inputs = samples.class_grid_inputs(num_classes, z_dim, seed=seed)
+    z, labels, columns = self.inputs
+    self._z = tf.constant(z)
+    self._labels = tf.constant(labels) if num_classes else None
+    self._names = samples.row_names(labels[::columns], class_names) if num_classes else None
+    self._sample = tf.function(lambda z, labels: generator(z, labels, training=False))
+
+  def write(self, step, write_dir, advice):
+    """Writes write_dir/samples/step_<step>.png and the TensorBoard image; returns the path.
+
+    Raises:
+      storage.WriteError: the grid could not be written; ends in `advice`.
+    """
+    grid = samples.labelled_grid(self._sample(self._z, self._labels).numpy(), self.inputs[2],
+                                 self._names)
+    path = os.path.join(write_dir, run_dir.SAMPLE_DIR, f"step_{step:08d}.png")
+    with storage.writing(f"sample grid {os.path.basename(path)}", os.path.dirname(path),
+                         lambda: storage.remove_quietly(path + ".tmp"), advice):
+      samples.write_png(path, grid)
+      tf.summary.image("samples", grid[None], step=step)
+      tf.summary.flush()
+    return path
 
 
 def write_scalars(write_dir, step, metrics, images_per_second, models, advice):

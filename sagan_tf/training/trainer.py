@@ -12,7 +12,6 @@ import time
 
 import tensorflow as tf
 
-from sagan_tf import samples
 from sagan_tf.training import checkpointing, distribute, inputs, periodic_eval, run_dir, summaries
 from sagan_tf.training.components import build_components
 from sagan_tf.training.divergence import RollbackPolicy
@@ -21,7 +20,6 @@ from sagan_tf.training.distribute import make_strategy  # pylint: disable=unused
 from sagan_tf.training.errors import (  # pylint: disable=unused-import
     DivergenceError, StepError, TrainingError, out_of_memory_message)
 from sagan_tf.training.signals import StopRequest
-
 
 
 class Trainer:
@@ -62,10 +60,9 @@ class Trainer:
         config, self.sample_generator, self.checkpoint, self.step, model_dir=model_dir,
         write_dir=self.write_dir, strategy=self.strategy, is_chief=self.is_chief, log=log,
         feature_network=feature_network)
-    self._sample_inputs = samples.class_grid_inputs(
-        config.model.num_classes, config.model.z_dim, seed=config.runtime.seed)
-    self._sample_fn = tf.function(
-        lambda z, labels: self.sample_generator(z, labels, training=False))
+    self.sample_grid = summaries.SampleGrid(
+        self.sample_generator, config.model.num_classes, config.model.z_dim,
+        self.dataset_info.get("class_names"), seed=config.runtime.seed)
     float_variables = [v for v in self._state_variables() if tf.as_dtype(v.dtype).is_floating]
     self._state_finite = tf.function(
         lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in float_variables]))
@@ -178,34 +175,14 @@ class Trainer:
     return int(self.step.numpy())
 
   def _restore_model(self, path):
-    """Restores everything but the data position from `path`; returns lines to log.
-
-    An AssertionError of `assert_existing_objects_matched` means the
-    checkpoint lacks some of our objects; if it lacks only the weight
-    average (the run was trained without one) the rest is restored and the
-    average copied from the generator.
-    """
-    try:
-      self._model_checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
-      return []
-    except AssertionError:
-      if self.ema_generator is None:
-        raise
-      without_average = self._make_checkpoint(None)
-      without_average.restore(path).assert_existing_objects_matched().expect_partial()
-    self.ema.copy()
-    return [f"the checkpoint has no generator weight average (the run had train.ema_decay=0): "
-            f"it starts now as a copy of the generator, with decay {self.config.train.ema_decay}"]
+    """Restores everything but the data position from `path`; returns lines to log."""
+    return checkpointing.restore_model(
+        self._model_checkpoint, lambda: self._make_checkpoint(None), self.ema, path,
+        self.config.train.ema_decay)
 
   def write_samples(self):
     """Writes the fixed-z sample grid as PNG and to TensorBoard; returns the PNG path."""
-    z, labels, columns = self._sample_inputs
-    images = self._sample_fn(tf.constant(z), tf.constant(labels) if self.config.model.num_classes
-                             else None)
-    names = (samples.row_names(labels[::columns], self.dataset_info.get("class_names"))
-             if self.config.model.num_classes else None)
-    return summaries.write_sample_grid(images.numpy(), columns, int(self.step.numpy()),
-                                       self.write_dir, self._intact(), names)
+    return self.sample_grid.write(int(self.step.numpy()), self.write_dir, self._intact())
 
   def _intact(self):
     """The end of a write-failure message: what is safe, and how to go on."""
