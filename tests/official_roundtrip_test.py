@@ -1,4 +1,4 @@
-"""The official and TF-GAN checkpoint formats written from our own models and read back; load errors.
+"""Official and TF-GAN format checkpoints written from our own models and read back; load errors.
 
 No fixture needed: official_parity_test.py holds the comparisons with the recorded official run.
 """

@@ -13,12 +13,13 @@ Row = collections.namedtuple("Row", "program args pattern env unchanged", defaul
 
 
 def _damaged_copy(flag, name, pattern):
-  """An evaluate.py row on the damaged workspace copy `name`, passed as --checkpoint or --saved_model.
+  """An evaluate.py row on the damaged workspace copy `name`, given as --`flag`.
 
-  It must fail with `pattern` and leave the copy as it was.
+  `flag` is "checkpoint" or "saved_model"; the row must fail with `pattern` and
+  leave the copy as it was.
   """
-  return Row("evaluate", [f"--{flag}={{{name}}}", "--metrics=fid", "--inception_standin=8"], pattern,
-             unchanged=name)
+  return Row("evaluate", [f"--{flag}={{{name}}}", "--metrics=fid", "--inception_standin=8"],
+             pattern, unchanged=name)
 
 
 ROWS = {

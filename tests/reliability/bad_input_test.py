@@ -1,10 +1,10 @@
 """A table of wrong invocations of train.py, evaluate.py and sagan_tf.official, and serving misuse.
 
-The table is bad_input_cases.ROWS. Each command row must exit 2 with one line on stderr, `<program>: error: ...`
-matching the row's pattern, and leave the run directory it points at as it
-was. TensorFlow's runtime start-up lines (see TF_RUNTIME_LINE) are not
-counted. Rows that need no TensorFlow fail before importing it, in a tenth
-of a second; the others take a few seconds each.
+The table is bad_input_cases.ROWS. Each command row must exit 2 with one
+line on stderr, `<program>: error: ...` matching the row's pattern, and leave
+the run directory it points at as it was. TensorFlow's runtime start-up lines
+(see TF_RUNTIME_LINE) are not counted. Rows that need no TensorFlow fail
+before importing it, in a tenth of a second; the others take a few seconds each.
 """
 
 import fcntl
