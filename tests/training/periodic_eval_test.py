@@ -31,16 +31,6 @@ def eval_config(eval_every=2, eval_samples=NUM_SAMPLES):
       train=dataclasses.replace(config.train, eval_every=eval_every, eval_samples=eval_samples))
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-  """An empty cache (no Inception weights, no real statistics) for the test."""
-  directory = tmp_path / "cache"
-  directory.mkdir()
-  monkeypatch.setenv("SAGAN_TF_CACHE", str(directory))
-  monkeypatch.delenv("SAGAN_TF_INCEPTION", raising=False)
-  return str(directory)
-
-
 class Run:
   """A generator, its step and checkpoint, and a PeriodicEvaluator over them in `model_dir`."""
 

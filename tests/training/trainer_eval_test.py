@@ -43,15 +43,6 @@ def shifted_standin():
   return network, info
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-  directory = tmp_path / "cache"
-  directory.mkdir()
-  monkeypatch.setenv("SAGAN_TF_CACHE", str(directory))
-  monkeypatch.delenv("SAGAN_TF_INCEPTION", raising=False)
-  return str(directory)
-
-
 def train(model_dir, config, feature_network=STANDIN):
   logs = []
   trainer = trainer_lib.Trainer(config, model_dir, constant_batches, log=logs.append,
