@@ -47,6 +47,8 @@ LONG_MODULES_FIRST = (
     "tests/reliability/determinism_test.py",
     "tests/reliability/preemption_test.py",
     "tests/training/step_test.py",
+    "tests/training/trainer_eval_test.py",
+    "tests/reliability/bad_input_test.py",
     "tests/reliability/disk_full_test.py",
     "tests/training/trainer_test.py",
     "tests/train_cli_test.py",
