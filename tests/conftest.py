@@ -39,10 +39,10 @@ def pytest_configure(config):
 
 
 # The modules with the longest tests, longest first (from `--durations`). The
-# README runs the suite on two pytest-xdist workers with `--dist loadscope`,
-# which hands out whole modules in collection order: starting these first
-# keeps one long module from running alone at the end. Order changes only the
-# wall time, never a result.
+# README runs the suite on two pytest-xdist workers with `--dist loadscope
+# --no-loadscope-reorder`, which hands out whole modules in collection order:
+# starting these first keeps one long module from running alone at the end.
+# Order changes only the wall time, never a result.
 LONG_MODULES_FIRST = (
     "tests/reliability/determinism_test.py",
     "tests/reliability/preemption_test.py",

@@ -50,12 +50,18 @@ def test_the_cli_package_carries_the_programs_themselves():
 def test_pinned_requirements_are_within_the_declared_ranges():
   from packaging.requirements import Requirement  # pylint: disable=g-import-not-at-top
   from packaging.utils import canonicalize_name  # pylint: disable=g-import-not-at-top
-  declared = {canonicalize_name(Requirement(text).name): Requirement(text).specifier
-              for text in pyproject()["dependencies"]}
+  def ranges(texts):
+    return {canonicalize_name(Requirement(text).name): Requirement(text).specifier
+            for text in texts}
+  declared = ranges(pyproject()["dependencies"])
+  test_tools = ranges(pyproject()["optional-dependencies"]["test"])
   with open(os.path.join(REPO, "requirements.txt")) as f:
     pins = dict(line.split("==") for line in (raw.split("#")[0].strip() for raw in f) if line)
   pins = {canonicalize_name(name): version for name, version in pins.items()}
-  assert set(declared) == set(pins) - {"pytest"}
+  # requirements.txt pins the library's dependencies and the test tools (the "test" extra).
+  assert set(declared) == set(pins) - set(test_tools)
+  assert set(test_tools) <= set(pins)
+  declared.update(test_tools)
   for name, specifier in declared.items():
     assert specifier.contains(pins[name]), (name, str(specifier), pins[name])
 
