@@ -82,15 +82,7 @@ def append_line(path, values):
   if "://" in path:
     # Object stores cannot append: the file is rewritten through a rename.
     old = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
-
-    def remove_tmp():
-      if tf.io.gfile.exists(path + ".tmp"):
-        tf.io.gfile.remove(path + ".tmp")
-
-    with storage.writing(os.path.basename(path), directory, remove_tmp):
-      with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(old + line)
-      tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    run_dir.write_text(path, old + line)
     return
   size = os.path.getsize(path) if os.path.exists(path) else 0
 

@@ -185,6 +185,16 @@ def write_json(path, values):
     storage.WriteError: the file cannot be written (disk full, ...); the
       temporary file is removed and the previous version is intact.
   """
+  write_text(path, json.dumps(values, indent=2, sort_keys=True))
+
+
+def write_text(path, text):
+  """Writes `text` to `path` (any tf.io.gfile path) through a temporary file and a rename.
+
+  Raises:
+    storage.WriteError: the file cannot be written (disk full, ...); the
+      temporary file is removed and the previous version is intact.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from sagan_tf import storage  # pylint: disable=g-import-not-at-top
   tmp = path + ".tmp"
@@ -195,7 +205,7 @@ def write_json(path, values):
 
   with storage.writing(os.path.basename(path), os.path.dirname(path) or ".", cleanup):
     with tf.io.gfile.GFile(tmp, "w") as f:
-      f.write(json.dumps(values, indent=2, sort_keys=True))
+      f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 

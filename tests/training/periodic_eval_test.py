@@ -157,3 +157,18 @@ def test_resume_keeps_the_best_and_a_better_best_on_disk_wins(tmp_path, cache_di
   changed.evaluator.restore(path)
   assert changed.evaluator.record.values() == (np.inf, -1, 0)
   assert "measured with 20 samples, now train.eval_samples=30" in changed.logs[-1]
+
+
+@pytest.mark.parametrize("root", ["local", "ram://periodic_eval_test"])
+def test_metrics_lines_are_appended_in_order(tmp_path, root):
+  # A local file is appended to; a file behind a scheme (object stores cannot
+  # append) is rewritten whole through a rename. Both end with every line.
+  directory = str(tmp_path) if root == "local" else root
+  path = os.path.join(directory, "metrics.jsonl") if root == "local" else f"{root}/metrics.jsonl"
+  tf.io.gfile.makedirs(directory)
+  for step in (10, 20, 30):
+    periodic_eval.append_line(path, {"step": step, "fid": step / 2})
+  with tf.io.gfile.GFile(path) as f:
+    lines = [json.loads(line) for line in f.read().splitlines()]
+  assert lines == [{"fid": 5.0, "step": 10}, {"fid": 10.0, "step": 20}, {"fid": 15.0, "step": 30}]
+  assert not tf.io.gfile.exists(path + ".tmp")
