@@ -4,7 +4,8 @@ import keras
 from keras import ops
 import tensorflow as tf
 
-CLASS_GAINS = ("official", "one_plus_embedding")
+# The allowed values are the config field's (model.class_gain).
+from sagan_tf.configs.experiment import CLASS_GAINS
 
 
 def _cross_replica_moments(x, axes):

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from sagan_tf.configs.experiment import ModelConfig
+from sagan_tf.configs.experiment import INITS, ModelConfig
 from sagan_tf.layers.spectral_norm import SpectralNormalization
 from sagan_tf.models.discriminator import Discriminator
 from sagan_tf.models.generator import Generator
@@ -52,8 +52,8 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
                         dtype=dtype)
   discriminator = Discriminator(image_size, num_classes, d_width or width, d_attention_resolution,
                                 sn_options=sn_options, dtype=dtype)
-  if init not in ("official", "orthogonal"):
-    raise ValueError(f"`init` must be 'official' or 'orthogonal', received init={init!r}")
+  if init not in INITS:
+    raise ValueError(f"`init` must be one of {INITS}, received init={init!r}")
   if init == "orthogonal" and not build:
     raise ValueError("init='orthogonal' draws the kernels when the models are built: pass build=True")
   if build:

@@ -7,6 +7,7 @@ check (sagan_tf/official/parity.py) and bench/ all run this class.
 import tensorflow as tf
 
 from sagan_tf import losses
+from sagan_tf.configs.experiment import D_SN_UPDATES
 from sagan_tf.training import diffaugment
 from sagan_tf.training.optimizers import agree_on_overflow, dense_gradients, is_loss_scaled
 
@@ -76,8 +77,8 @@ class TrainStep(tf.Module):
     self.z_dim = generator.z_dim
     self.num_classes = generator.num_classes
     self._noise_fn = noise_fn or self._random_noise
-    if d_sn_update not in ("d_update", "both"):
-      raise ValueError(f"`d_sn_update` must be 'd_update' or 'both', received {d_sn_update!r}")
+    if d_sn_update not in D_SN_UPDATES:
+      raise ValueError(f"`d_sn_update` must be one of {D_SN_UPDATES}, received {d_sn_update!r}")
     self._d_training_in_g_update = d_sn_update == "both"
     self._augment_seed = int(seed)
     self.d_loss_fn, self.g_loss_fn = losses.get_losses(train_config.loss)
