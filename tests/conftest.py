@@ -86,7 +86,9 @@ def mirrored_strategy():
   """MirroredStrategy over the two logical CPUs made at import."""
   if len(tf.config.list_logical_devices("CPU")) < 2:
     pytest.fail("conftest could not create two logical CPU devices (TF initialised too early)")
-  return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+  from sagan_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  # The process's one strategy over these devices, shared with the Trainers tests build.
+  return distribute.mirrored_strategy(["CPU:0", "CPU:1"])
 
 
 def split_batch(strategy, *arrays):

@@ -29,7 +29,7 @@ def get_strategy(name="auto", tpu=""):
     device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
     return tf.distribute.OneDeviceStrategy(device)
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
+    return mirrored_strategy()
   preflight.check_strategy(name, tpu)
   if name == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -55,5 +55,33 @@ def make_strategy(runtime):
   if runtime.strategy == "mirrored" and not tf.config.list_logical_devices("GPU"):
     cpus = tf.config.list_logical_devices("CPU")
     if len(cpus) > 1:
-      return tf.distribute.MirroredStrategy([device.name for device in cpus])
+      return mirrored_strategy([device.name for device in cpus])
   return get_strategy(runtime.strategy, runtime.tpu)
+
+
+# One MirroredStrategy per device set, for the whole process; see mirrored_strategy.
+_MIRRORED = {}
+
+
+def mirrored_strategy(devices=None):
+  """The process's MirroredStrategy over `devices` (None: all GPUs, else CPU:0).
+
+  Every new MirroredStrategy numbers its collective ops from the same first
+  key, and the runtime remembers the shape of each (group, instance) key. A
+  second strategy over the same devices in one process (a notebook running two
+  trainings, a sweep, a test session) then meets the first one's shapes:
+  "Shape mismatch in the collective instance N". TensorFlow's own tests raise a
+  private key base per strategy (distribute/strategy_combinations.py,
+  `_mirrored_strategy_with_collective_key_base`); reusing one strategy per
+  device set keeps a single key counter with public API only.
+  """
+  key = None if devices is None else tuple(_canonical(device) for device in devices)
+  if key not in _MIRRORED:
+    _MIRRORED[key] = tf.distribute.MirroredStrategy(None if key is None else list(key))
+  return _MIRRORED[key]
+
+
+def _canonical(device):
+  """'CPU:0', '/cpu:0' and '/job:localhost/replica:0/task:0/device:CPU:0' name one device."""
+  local = tf.DeviceSpec(job="localhost", replica=0, task=0)
+  return local.make_merged_spec(tf.DeviceSpec.from_string(device)).to_string()
