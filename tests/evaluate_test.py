@@ -4,7 +4,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,6 +17,7 @@ from sagan_tf import samples
 from sagan_tf.configs.experiment import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training import run_dir
+from tests import launch
 from tests import standin_inception
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,8 +56,7 @@ def _run(args, cache, extra_env=None):
   env.update({"SAGAN_TF_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"})
   env.pop("SAGAN_TF_INCEPTION", None)
   env.update(extra_env or {})
-  return subprocess.run([sys.executable, EVALUATE] + args, cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300, check=False)
+  return launch.run([sys.executable, EVALUATE] + args, cwd=REPO, env=env, timeout=300)
 
 
 def _read_png(path):

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 from sagan_tf import configs
 from sagan_tf.training import run_dir
+from tests import launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "train.py")
@@ -29,8 +29,7 @@ TF_RUNTIME_LINE = re.compile(
 
 def run_train(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
-                        timeout=TIMEOUT, cwd=REPO, env=env)
+  return launch.run([sys.executable, TRAIN, *args], timeout=TIMEOUT, cwd=REPO, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +177,9 @@ def test_float16_on_two_replicas_trains_end_to_end(tmp_path):
   # MirroredStrategy over two logical CPUs.
   model_dir = str(tmp_path / "run")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", SAGAN_TF_LOGICAL_CPUS="2")
-  result = subprocess.run(
+  result = launch.run(
       [sys.executable, TRAIN, f"--model_dir={model_dir}", *TINY, "--strategy=mirrored",
-       "--mixed_precision=float16", "--noexport"],
-      capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO, env=env)
+       "--mixed_precision=float16", "--noexport"], timeout=TIMEOUT, cwd=REPO, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "MirroredStrategy with 2 replicas" in result.stdout
   losses = [float(x) for x in re.findall(r"d_loss (\S+)", result.stdout)]

@@ -4,11 +4,11 @@ import hashlib
 import os
 import queue
 import re
-import subprocess
 import sys
 import threading
 import time
 
+from tests import launch
 # Re-exported for the reliability tests.
 from tests.tiny_experiment import NUM_CLASSES, constant_batches, tiny_config  # noqa: F401
 
@@ -50,9 +50,7 @@ class Run:
   """
 
   def __init__(self, args, **extra_env):
-    self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, TRAIN, *args], cwd=REPO, env=env(**extra_env), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    self.process = launch.popen([sys.executable, TRAIN, *args], cwd=REPO, env=env(**extra_env))
     self.lines = []
     self._queue = queue.Queue()
     self._stderr = []

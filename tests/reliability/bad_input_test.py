@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -25,6 +24,7 @@ from sagan_tf import export
 from sagan_tf.configs.experiment import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training import run_dir
+from tests import launch
 from tests.reliability import EVALUATE, REPO, TINY, TRAIN, digests, env, program_lines
 from tests.reliability.bad_input_cases import ROWS, XFAIL
 
@@ -224,9 +224,8 @@ def test_bad_input_fails_with_one_line(name, workspace):
   new_dir = model_dir.strip() and "://" not in model_dir and not os.path.exists(
       os.path.join(REPO, model_dir))
   try:
-    result = subprocess.run([sys.executable, *PROGRAMS[row.program], *args], cwd=REPO,
-                            env=env(**extra), capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = launch.run([sys.executable, *PROGRAMS[row.program], *args], cwd=REPO,
+                        env=env(**extra), timeout=120)
   finally:
     if lock is not None:
       lock.close()
@@ -250,10 +249,10 @@ def test_bad_input_fails_with_one_line(name, workspace):
 def test_bad_images_skipped_with_a_count_when_asked(workspace):
   model_dir = os.path.join(workspace["root"], "runs", "skipping")
   root = workspace["bad_several"]
-  result = subprocess.run(
+  result = launch.run(
       [sys.executable, TRAIN, f"--dataset=folder:{root}", f"--model_dir={model_dir}",
        "--override=data.skip_bad_images=true", "--train_steps=2", "--override=model.image_size=32",
-       *TINY], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300, check=False)
+       *TINY], cwd=REPO, env=env(), timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert re.search(rf"skipped 3 image\(s\) TensorFlow cannot decode \(data.skip_bad_images=true\), "
                    rf"e.g. {re.escape(root)}/ant/1.jpg: InvalidArgumentError: Input is empty.; "

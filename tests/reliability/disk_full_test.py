@@ -8,9 +8,7 @@ temporary file of a write. Both work unprivileged, in CI.
 
 import os
 import re
-import resource
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -19,6 +17,7 @@ import tensorflow as tf
 from sagan_tf import storage
 from sagan_tf.training import run_dir
 from sagan_tf.training import trainer as trainer_lib
+from tests import launch
 from tests.reliability import EVALUATE, REPO, TINY, TRAIN, constant_batches, digests, env
 from tests.reliability import program_lines, tiny_config
 
@@ -26,11 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _train(args, file_size_limit=None, **extra_env):
-  def limit():
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-  return subprocess.run([sys.executable, TRAIN, *args], cwd=REPO, env=env(**extra_env),
-                        preexec_fn=limit if file_size_limit else None, capture_output=True,
-                        text=True, timeout=300, check=False)
+  return launch.run([sys.executable, TRAIN, *args], cwd=REPO, env=env(**extra_env),
+                    file_size_limit=file_size_limit, timeout=300)
 
 
 def _one_line(result, status=storage.EXIT_WRITE_FAILED):
@@ -136,11 +132,10 @@ def test_evaluate_metrics_file_on_a_full_disk(finished_run, tmp_path):
   output_dir = tmp_path / "eval"
   output_dir.mkdir()
   os.symlink("/dev/full", output_dir / "metrics.json.tmp")
-  result = subprocess.run(
+  result = launch.run(
       [sys.executable, EVALUATE, f"--checkpoint={finished_run}", "--metrics=fid",
        "--inception_standin=8", "--num_samples=8", "--nosheets", f"--output_dir={output_dir}"],
-      cwd=REPO, env=env(SAGAN_TF_CACHE=str(tmp_path / "cache")), capture_output=True, text=True,
-      timeout=300, check=False)
+      cwd=REPO, env=env(SAGAN_TF_CACHE=str(tmp_path / "cache")), timeout=300)
   # evaluate.py reports progress on stderr; the error is its one last line.
   assert result.returncode == storage.EXIT_WRITE_FAILED, result.stderr[-3000:]
   assert "Traceback" not in result.stderr

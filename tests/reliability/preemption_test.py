@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf.training import run_dir
+from tests import launch
 from tests.reliability import REPO, TINY, Run, env
 from tests.training import multi_worker_test
 
@@ -126,7 +127,7 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path):
   for index in range(2):
     logs.append(tmp_path / f"worker_{index}.log")
     with open(logs[-1], "w") as log:
-      processes.append(subprocess.Popen(
+      processes.append(launch.popen(
           [sys.executable, multi_worker_test.__file__, str(tmp_path / f"worker_{index}.npz"),
            f"--model_dir={model_dir}", "--strategy=multi_worker", "--train_steps=100000", *TINY],
           stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=env(

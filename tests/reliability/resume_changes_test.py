@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -12,6 +11,7 @@ import tensorflow as tf
 from sagan_tf import configs
 from sagan_tf.training import run_dir
 from sagan_tf.training import trainer as trainer_lib
+from tests import launch
 from tests.reliability import REPO, TINY, TRAIN, constant_batches, env, tiny_config
 
 
@@ -138,14 +138,12 @@ def test_train_py_resumes_a_run_without_ema_with_ema(tmp_path):
   # The case: this used to say "no checkpoint can be read; move the directory away".
   model_dir = str(tmp_path / "run")
   args = [f"--model_dir={model_dir}", *TINY]
-  first = subprocess.run([sys.executable, TRAIN, *args, "--train_steps=2", "--ema_decay=0"],
-                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
-                         check=False)
+  first = launch.run([sys.executable, TRAIN, *args, "--train_steps=2", "--ema_decay=0"],
+                     cwd=REPO, env=env(), timeout=300)
   assert first.returncode == 0, first.stderr[-3000:]
-  second = subprocess.run([sys.executable, TRAIN, *args, "--train_steps=4", "--ema_decay=0.999",
-                           "--override=optimizer.d_learning_rate=1e-4"],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
-                          check=False)
+  second = launch.run([sys.executable, TRAIN, *args, "--train_steps=4", "--ema_decay=0.999",
+                       "--override=optimizer.d_learning_rate=1e-4"], cwd=REPO, env=env(),
+                      timeout=300)
   assert second.returncode == 0, second.stderr[-3000:]
   out = second.stdout
   assert "resuming with a changed setting, adopted: train.ema_decay: saved 0.0, now 0.999" in out

@@ -63,6 +63,7 @@ def _arrays(npz, prefix):
 
 @pytest.mark.slow
 def test_two_workers_end_with_identical_weights(tmp_path):
+  from tests import launch  # pylint: disable=g-import-not-at-top  (this file also runs as a script)
   cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
   model_dir = str(tmp_path / "run")
   processes, logs = [], []
@@ -72,7 +73,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     log = open(tmp_path / f"worker_{index}.log", "w")
     logs.append(log)
     # Both workers get the same command line and model_dir, as on a real cluster.
-    processes.append(subprocess.Popen(
+    processes.append(launch.popen(
         [sys.executable, os.path.abspath(__file__), str(tmp_path / f"worker_{index}.npz"),
          f"--model_dir={model_dir}", *FLAGS],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path)))

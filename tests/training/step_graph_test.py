@@ -20,7 +20,6 @@ import collections
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -90,8 +89,9 @@ def _probe(strategy_name, dtype):
 
 
 def probe(strategy_name, dtype="float32"):
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), strategy_name, dtype],
-                          capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+  from tests import launch  # pylint: disable=g-import-not-at-top  (this file also runs as a script)
+  result = launch.run([sys.executable, os.path.abspath(__file__), strategy_name, dtype],
+                      cwd=REPO, env=dict(os.environ), timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -4,7 +4,6 @@ import dataclasses
 import functools
 import json
 import os
-import subprocess
 import sys
 import types
 
@@ -17,6 +16,7 @@ from sagan_tf import export
 from sagan_tf.training import run_dir
 from sagan_tf.training import train_lib
 from sagan_tf.training import trainer as trainer_lib
+from tests import launch
 from tests import standin_inception
 from tests.tiny_experiment import constant_batches, tiny_config
 
@@ -145,10 +145,9 @@ def test_mirrored_run_evaluates_once_as_evaluate_py_does(tmp_path, cache_dir):
 
 
 def test_export_best_without_evaluation_is_a_usage_error(tmp_path):
-  result = subprocess.run(
+  result = launch.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--model_dir={tmp_path / 'run'}",
-       "--export=best"], capture_output=True, text=True, timeout=120, cwd=REPO,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+       "--export=best"], timeout=120, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "train.py: error: --export=best needs evaluation during training: set train.eval_every, "
@@ -164,13 +163,13 @@ def test_train_py_with_the_inception_weights_exports_the_best(tmp_path):
   except FileNotFoundError:
     pytest.skip("no Inception weights; python tools/fetch_inception.py fetches them")
   model_dir = str(tmp_path / "run")
-  result = subprocess.run(
+  result = launch.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--model_dir={model_dir}",
        "--train_steps=4", "--steps_per_loop=2", "--batch_size=8", "--override=model.g_width=8",
        "--override=model.d_width=8", "--override=train.checkpoint_every=2",
        "--override=train.sample_every=1000", "--override=train.summary_every=1000",
        "--override=train.eval_every=2", "--override=train.eval_samples=10", "--export=best"],
-      capture_output=True, text=True, timeout=600, cwd=REPO,
+      timeout=600, cwd=REPO,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SAGAN_TF_INCEPTION=weights,
                SAGAN_TF_CACHE=str(tmp_path / "cache")))
   assert result.returncode == 0, result.stderr[-3000:]
