@@ -11,8 +11,11 @@ strategies and clusters as a fresh process does.
 
 What a fork cannot give, a real interpreter is used for: the launch falls
 back to subprocess when `fresh=True`, for commands that are not
-`python <script> ...`, and when the settings read at import
-(IMPORT_TIME_ENV) come in more combinations than MAX_SERVERS. console_test,
+`python <script> ...`, when the settings read at import (IMPORT_TIME_ENV)
+come in more combinations than MAX_SERVERS, and unless TF_CPP_MIN_LOG_LEVEL
+is 3. Below 3 a fresh process shows the C++ lines TensorFlow logs while it
+loads only through sagan_tf.console's capture of that import; a forked child
+would log some of them (cuInit) later, outside the capture. console_test,
 packaging_test and readme_test run real interpreters throughout, so start-up
 itself stays tested.
 """
@@ -144,7 +147,8 @@ def run(args, *, env, cwd=None, timeout=None, file_size_limit=None, fresh=False)
 def _forkable(args, key):
   with _server_lock:
     room = key in _server or len(_server) < MAX_SERVERS
-  return room and len(args) >= 2 and args[0] == sys.executable and str(args[1]).endswith(".py")
+  quiet = key[IMPORT_TIME_ENV.index("TF_CPP_MIN_LOG_LEVEL")] == "3"
+  return quiet and room and len(args) >= 2 and args[0] == sys.executable and str(args[1]).endswith(".py")
 
 
 def _limit_file_size(limit):

@@ -63,12 +63,15 @@ def test_forked_child_equals_a_fresh_interpreter(script, mode, tmp_path):
 
 
 def test_a_forked_child_is_signalled_and_waited_for_like_popen(script, tmp_path):
-  process = launch.popen([sys.executable, "-c", "pass"], env=dict(os.environ))
-  assert isinstance(process, subprocess.Popen)  # not `python script.py`: a real interpreter
-  process.wait(timeout=60)
   sleeper = tmp_path / "sleep.py"
   sleeper.write_text("import time\nprint('ready', flush=True)\ntime.sleep(600)\n")
-  process = launch.popen([sys.executable, str(sleeper)], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  # Real interpreters: not `python script.py`, or TensorFlow's C++ lines asked for.
+  for args, level in (([sys.executable, "-c", "pass"], "3"), ([sys.executable, str(script)], "2")):
+    process = launch.popen(args, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=level))
+    assert isinstance(process, subprocess.Popen)
+    process.wait(timeout=60)
+  process = launch.popen([sys.executable, str(sleeper)],
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert isinstance(process, launch.Process)
   assert process.stdout.readline() == "ready\n"
   assert process.poll() is None

@@ -28,7 +28,7 @@ TF_RUNTIME_LINE = re.compile(
 
 
 def run_train(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return launch.run([sys.executable, TRAIN, *args], timeout=TIMEOUT, cwd=REPO, env=env)
 
 
@@ -176,7 +176,7 @@ def test_float16_on_two_replicas_trains_end_to_end(tmp_path):
   # The older-GPU path, as a user runs it: float16 with dynamic loss scaling,
   # MirroredStrategy over two logical CPUs.
   model_dir = str(tmp_path / "run")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", SAGAN_TF_LOGICAL_CPUS="2")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SAGAN_TF_LOGICAL_CPUS="2")
   result = launch.run(
       [sys.executable, TRAIN, f"--model_dir={model_dir}", *TINY, "--strategy=mirrored",
        "--mixed_precision=float16", "--noexport"], timeout=TIMEOUT, cwd=REPO, env=env)
