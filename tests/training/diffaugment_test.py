@@ -189,19 +189,27 @@ def augmented_iteration(strategy, inputs, policy, runtime=None):  # noqa: F811
   return values([train_step.generator, train_step.discriminator])
 
 
-def test_train_step_with_diffaugment_on_two_replicas_equals_one_device(inputs, mirrored_strategy):  # noqa: F811
+@pytest.fixture(scope="module")
+def one_device_steps(inputs):  # noqa: F811
+  """G and D after one one-device iteration: with the policy, and without augmentation."""
   one_device = tf.distribute.OneDeviceStrategy("CPU:0")
-  one = augmented_iteration(one_device, inputs, POLICY)
-  plain = augmented_iteration(one_device, inputs, "")
+  return types.SimpleNamespace(augmented=augmented_iteration(one_device, inputs, POLICY),
+                               plain=augmented_iteration(one_device, inputs, ""))
+
+
+def test_train_step_with_diffaugment_on_two_replicas_equals_one_device(
+    inputs, one_device_steps, mirrored_strategy):  # noqa: F811
+  one = one_device_steps.augmented
   mirrored = augmented_iteration(mirrored_strategy, inputs, POLICY)
   # The augmentation changed the step, far beyond the tolerance.
-  assert max_change(one, plain) > 100 * ATOL
+  assert max_change(one, one_device_steps.plain) > 100 * ATOL
   assert_weights_close(mirrored, one, [str(i) for i in range(len(one))])
 
 
-def test_train_step_with_diffaugment_compiles_with_xla(inputs):  # noqa: F811
-  one_device = tf.distribute.OneDeviceStrategy("CPU:0")
-  xla = augmented_iteration(one_device, inputs, POLICY, configs.RuntimeConfig(jit_compile=True))
-  plain = augmented_iteration(one_device, inputs, "", configs.RuntimeConfig(jit_compile=True))
+def test_train_step_with_diffaugment_compiles_with_xla(inputs, one_device_steps):  # noqa: F811
+  xla = augmented_iteration(tf.distribute.OneDeviceStrategy("CPU:0"), inputs, POLICY,
+                            configs.RuntimeConfig(jit_compile=True))
   assert all(np.all(np.isfinite(v)) for v in xla)
-  assert max_change(xla, plain) > 100 * ATOL
+  # Without augmentation XLA and the plain graph agree within ATOL
+  # (step_test); XLA's random draws are its own, so only the change is checked.
+  assert max_change(xla, one_device_steps.plain) > 100 * ATOL
