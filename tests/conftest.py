@@ -44,19 +44,22 @@ def pytest_configure(config):
 # starting these first keeps one long module from running alone at the end.
 # Order changes only the wall time, never a result.
 LONG_MODULES_FIRST = (
-    "tests/reliability/determinism_test.py",
-    "tests/reliability/preemption_test.py",
     "tests/training/step_test.py",
     "tests/training/trainer_eval_test.py",
-    "tests/reliability/bad_input_test.py",
-    "tests/reliability/disk_full_test.py",
+    "tests/reliability/preemption_test.py",
+    "tests/reliability/determinism_test.py",
+    "tests/training/diffaugment_test.py",
     "tests/training/trainer_test.py",
-    "tests/train_cli_test.py",
     "tests/reliability/divergence_test.py",
     "tests/training/step_graph_test.py",
-    "tests/console_test.py",
-    "tests/reliability/resume_changes_test.py",
+    "tests/reliability/disk_full_test.py",
     "tests/training/checkpoints_test.py",
+    "tests/train_cli_test.py",
+    "tests/reliability/resume_changes_test.py",
+    "tests/console_test.py",
+    "tests/reliability/bad_input_test.py",
+    "tests/reliability/corrupt_files_test.py",
+    "tests/official_parity_test.py",
 )
 
 
