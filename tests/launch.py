@@ -98,8 +98,9 @@ def popen(args, *, env, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
   key = tuple(env.get(name) for name in IMPORT_TIME_ENV)
   if fresh or not _forkable(args, key):
     preexec = (lambda: _limit_file_size(file_size_limit)) if file_size_limit else None
-    return subprocess.Popen(args, env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=True,  # pylint: disable=consider-using-with
-                            stdin=subprocess.DEVNULL, preexec_fn=preexec)
+    return subprocess.Popen(  # pylint: disable=consider-using-with
+        args, env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=True,
+        stdin=subprocess.DEVNULL, preexec_fn=preexec)
   parent_ends, child_fds = [], []
   for target in (stdout, stderr):
     if target is subprocess.PIPE:
@@ -148,7 +149,8 @@ def _forkable(args, key):
   with _server_lock:
     room = key in _server or len(_server) < MAX_SERVERS
   quiet = key[IMPORT_TIME_ENV.index("TF_CPP_MIN_LOG_LEVEL")] == "3"
-  return quiet and room and len(args) >= 2 and args[0] == sys.executable and str(args[1]).endswith(".py")
+  script = len(args) >= 2 and args[0] == sys.executable and str(args[1]).endswith(".py")
+  return quiet and room and script
 
 
 def _limit_file_size(limit):

@@ -78,7 +78,6 @@ def append_line(path, values):
     storage.WriteError: the line cannot be written (disk full, ...).
   """
   line = json.dumps(values, sort_keys=True) + "\n"
-  directory = os.path.dirname(path) or "."
   if "://" in path:
     # Object stores cannot append: the file is rewritten through a rename.
     old = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
@@ -90,7 +89,7 @@ def append_line(path, values):
     with open(path, "a") as f:
       f.truncate(size)
 
-  with storage.writing(os.path.basename(path), directory, cut_back):
+  with storage.writing(os.path.basename(path), os.path.dirname(path) or ".", cut_back):
     with open(path, "a") as f:
       f.write(line)
       f.flush()
