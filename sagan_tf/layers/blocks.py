@@ -21,8 +21,16 @@ def sn_dense(units, name, sn_options, dtype=None):
 
 
 def upsample(x):
-  """2x nearest-neighbour upsampling (the official `resize_nearest_neighbor`)."""
-  return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+  """2x nearest-neighbour upsampling (the official `resize_nearest_neighbor`).
+
+  Each pixel becomes a 2x2 block: a tile of a (b, h, 1, w, 1, c) view. The
+  same values as `ops.repeat` on both axes, in three ops where repeat's TF
+  lowering takes ~60 per axis (and as many again in the gradient).
+  """
+  _, height, width, channels = x.shape
+  x = ops.reshape(x, (-1, height, 1, width, 1, channels))
+  x = ops.tile(x, (1, 1, 2, 1, 2, 1))
+  return ops.reshape(x, (-1, 2 * height, 2 * width, channels))
 
 
 def downsample(x):

@@ -5,7 +5,6 @@ import math
 import os
 
 from absl import logging
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -16,6 +15,7 @@ from sagan_tf.official.reader import (D_BETA_POWERS, G_BETA_POWERS, LoadedModels
                                       OfficialCheckpointError, assign_entries, describe,
                                       global_step, open_checkpoint, skip_rest)
 from sagan_tf.official.sizes import OFFICIAL_NAMES, infer_sizes
+from sagan_tf.training.optimizers import FusedAdam
 
 # The official model.py / TF-GAN hyper-parameters (official-sagan.md section 7).
 G_LEARNING_RATE = 1e-4
@@ -26,11 +26,11 @@ ADAM_EPSILON = 1e-8
 
 
 def make_official_optimizers():
-  """(G, D) Keras Adam as the official code: lr 1e-4 / 4e-4, betas (0, 0.999), eps 1e-8."""
-  return (keras.optimizers.Adam(G_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
-                                epsilon=ADAM_EPSILON, name="g_adam"),
-          keras.optimizers.Adam(D_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
-                                epsilon=ADAM_EPSILON, name="d_adam"))
+  """(G, D) Adam as the official code: lr 1e-4 / 4e-4, betas (0, 0.999), eps 1e-8, TF1's kernel."""
+  return (FusedAdam(G_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
+                    epsilon=ADAM_EPSILON, name="g_adam"),
+          FusedAdam(D_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
+                    epsilon=ADAM_EPSILON, name="d_adam"))
 
 
 def adam_slots(optimizer, variable):
