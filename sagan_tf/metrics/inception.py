@@ -325,5 +325,5 @@ def load_inception(path=None, jit_compile=False, batch_size=50, fold_batch_norm=
     source, has_logits = "frozen_graph", True
   forward = tf.function(
       run, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-      jit_compile=jit_compile)
+      jit_compile=jit_compile, autograph=False)
   return InceptionNetwork(forward, path, source, has_logits, batch_size)

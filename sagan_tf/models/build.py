@@ -78,13 +78,14 @@ def orthogonalize_kernels(model):
       kernel.assign(keras.initializers.Orthogonal()(kernel.shape, dtype=kernel.dtype))
 
 
-def build_models(generator, discriminator):
-  """Creates every variable by running both models once in inference mode."""
+def build_models(generator, discriminator=None):
+  """Creates every variable by running the models once in inference mode."""
   z = np.zeros((1, generator.z_dim), np.float32)
   labels = np.zeros((1,), np.int32) if generator.num_classes else None
   images = generator(z, labels, training=False)
-  d_labels = np.zeros((1,), np.int32) if discriminator.num_classes else None
-  discriminator(images, d_labels, training=False)
+  if discriminator is not None:
+    d_labels = np.zeros((1,), np.int32) if discriminator.num_classes else None
+    discriminator(images, d_labels, training=False)
 
 
 def build_from_config(config: ModelConfig, dtype=None, build=True):

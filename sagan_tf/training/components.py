@@ -10,7 +10,7 @@ from typing import Any, Optional
 import keras
 import tensorflow as tf
 
-from sagan_tf.models.build import build_from_config
+from sagan_tf.models.build import build_from_config, build_models
 from sagan_tf.training.ema import WeightAverage
 from sagan_tf.training.optimizers import make_optimizers, replica_local_variables
 from sagan_tf.training.step import TrainStep
@@ -58,7 +58,11 @@ def build_components(config, strategy, stop_flag=None, noise_fn=None):
       step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
       ema_generator, ema = None, None
       if config.train.ema_decay > 0:
-        ema_generator, _ = build_from_config(config.model, dtype=policy)
+        # Only the generator is averaged, and ema.copy() sets all its values:
+        # no discriminator is built for it and no orthogonal kernels are drawn.
+        ema_generator, _ = build_from_config(dataclasses.replace(config.model, init="official"),
+                                             dtype=policy, build=False)
+        build_models(ema_generator)
         ema = WeightAverage(generator, ema_generator, config.train.ema_decay,
                             config.train.ema_start_step)
         ema.copy()

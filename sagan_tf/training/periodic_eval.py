@@ -336,7 +336,7 @@ class PeriodicEvaluator:
         per_replica = strategy.run(lambda v: v / local_replicas, args=(values,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-      self._share_fn = tf.function(share)
+      self._share_fn = tf.function(share, autograph=False)
     values = np.zeros(1 + len(_SHARED_KEYS), np.float32)
     if self._is_chief:
       values[0] = status

@@ -61,7 +61,8 @@ class SampleGrid:
     self._z = tf.constant(z)
     self._labels = tf.constant(labels) if num_classes else None
     self._names = samples.row_names(labels[::columns], class_names) if num_classes else None
-    self._sample = tf.function(lambda z, labels: generator(z, labels, training=False))
+    self._sample = tf.function(lambda z, labels: generator(z, labels, training=False),
+                               autograph=False)
 
   def write(self, step, write_dir, advice):
     """Writes write_dir/samples/step_<step>.png and the TensorBoard image; returns the path.

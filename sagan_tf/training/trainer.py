@@ -64,7 +64,7 @@ class Trainer:
         self.sample_generator, config.model.num_classes, config.model.z_dim,
         self.dataset_info.get("class_names"), seed=config.runtime.seed)
     float_variables = [v for v in self._state_variables() if tf.as_dtype(v.dtype).is_floating]
-    self._state_finite = tf.function(
+    self._state_finite = tf.function(autograph=False)(
         lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in float_variables]))
 
   def _set_up_strategy(self, config):
@@ -351,7 +351,7 @@ class Trainer:
       self.log(f"step {start_step} already reaches train_steps={total}; nothing to train")
       return {}
     writer = tf.summary.create_file_writer(os.path.join(self.write_dir, run_dir.SUMMARY_DIR))
-    vote = tf.function(lambda flag: self.strategy.reduce(
+    vote = tf.function(autograph=False)(lambda flag: self.strategy.reduce(
         tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(flag,)), axis=None))
     metrics, step, stopped = {}, start_step, False
     speed, run_start = summaries.Speed(step), time.perf_counter()
