@@ -52,10 +52,7 @@ def workspace(tmp_path_factory):
 
 
 def _run(args, cache, extra_env=None):
-  env = dict(os.environ)
-  env.update({"SAGAN_TF_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"})
-  env.pop("SAGAN_TF_INCEPTION", None)
-  env.update(extra_env or {})
+  env = launch.child_env(SAGAN_TF_CACHE=cache, **(extra_env or {}))
   return launch.run([sys.executable, EVALUATE] + args, cwd=REPO, env=env, timeout=300)
 
 

@@ -88,6 +88,20 @@ class Process:
     self.send_signal(signal.SIGKILL)
 
 
+def child_env(**extra):
+  """The environment of a child process: quiet TensorFlow, no inherited weights, devices or cluster.
+
+  SAGAN_TF_INCEPTION would turn evaluation on, SAGAN_TF_LOGICAL_CPUS split
+  the CPU and TF_CONFIG make a worker of the child: a test asks for them in
+  `extra` when it means to.
+  """
+  values = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+  for name in ("SAGAN_TF_INCEPTION", "SAGAN_TF_LOGICAL_CPUS", "TF_CONFIG"):
+    values.pop(name, None)
+  values.update({k: str(v) for k, v in extra.items()})
+  return values
+
+
 def popen(args, *, env, cwd=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
           file_size_limit=None, fresh=False):
   """Starts `args` ([python, script, flags...]); stdout/stderr: PIPE, STDOUT or a file object.

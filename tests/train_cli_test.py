@@ -28,8 +28,8 @@ TF_RUNTIME_LINE = re.compile(
 
 
 def run_train(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return launch.run([sys.executable, TRAIN, *args], timeout=TIMEOUT, cwd=REPO, env=env)
+  return launch.run([sys.executable, TRAIN, *args], timeout=TIMEOUT, cwd=REPO,
+                    env=launch.child_env())
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +176,10 @@ def test_float16_on_two_replicas_trains_end_to_end(tmp_path):
   # The older-GPU path, as a user runs it: float16 with dynamic loss scaling,
   # MirroredStrategy over two logical CPUs.
   model_dir = str(tmp_path / "run")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SAGAN_TF_LOGICAL_CPUS="2")
   result = launch.run(
       [sys.executable, TRAIN, f"--model_dir={model_dir}", *TINY, "--strategy=mirrored",
-       "--mixed_precision=float16", "--noexport"], timeout=TIMEOUT, cwd=REPO, env=env)
+       "--mixed_precision=float16", "--noexport"], timeout=TIMEOUT, cwd=REPO,
+      env=launch.child_env(SAGAN_TF_LOGICAL_CPUS=2))
   assert result.returncode == 0, result.stderr[-3000:]
   assert "MirroredStrategy with 2 replicas" in result.stdout
   losses = [float(x) for x in re.findall(r"d_loss (\S+)", result.stdout)]

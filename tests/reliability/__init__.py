@@ -27,13 +27,8 @@ TF_RUNTIME_LINE = re.compile(
     r"|[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*)$")
 
 
-def env(**extra):
-  """The environment of a child process: quiet TensorFlow, no inherited weights or cache paths."""
-  values = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-  for name in ("SAGAN_TF_INCEPTION", "SAGAN_TF_LOGICAL_CPUS", "TF_CONFIG"):
-    values.pop(name, None)
-  values.update({k: str(v) for k, v in extra.items()})
-  return values
+# The environment of a child process (quiet, no inherited weights or cluster).
+env = launch.child_env
 
 
 def program_lines(stderr):

@@ -112,14 +112,32 @@ def test_draws_depend_on_the_seed_only_and_slice_the_global_batch(rng):
 def test_augment_compiles_with_xla_deterministically_and_slices_alike(rng):
   # XLA's Philox maps (seed, counter) to other numbers than the TF kernel does,
   # so jit_compile draws other (equally distributed) values than eager; within
-  # one mode the draws are a function of the seed, as resuming needs.
+  # one mode the draws are a function of the seed, as resuming needs. The
+  # offset is a tensor, as a replica's is inside the compiled train step
+  # (replica id x batch), and D's gradient flows back through the augmentation
+  # there, so the gradient is compiled too. (The XLA train step itself, without
+  # augmentation, is step_test's test_xla_replica_function_equals_the_plain_one.)
   x = images(rng, batch=4, size=8)
-  compiled = tf.function(lambda x, seed, offset, total: diffaugment.augment(
-      x, POLICY, seed, offset=offset, total=total), jit_compile=True)
-  whole = compiled(x, SEED, 0, 4).numpy()
-  np.testing.assert_array_equal(compiled(x, SEED, 0, 4), whole)
-  np.testing.assert_array_equal(compiled(x[2:], SEED, 2, 4), whole[2:])
+  weights = tf.constant(rng.normal(size=x.shape), tf.float32)
+
+  def augment_and_gradient(x, seed, offset, total):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      augmented = diffaugment.augment(x, POLICY, seed, offset=offset, total=total)
+      loss = tf.reduce_sum(augmented * weights[offset:offset + tf.shape(x)[0]])
+    return augmented, tape.gradient(loss, x)
+
+  compiled = tf.function(augment_and_gradient, jit_compile=True)
+  whole, gradient = (t.numpy() for t in compiled(tf.constant(x), SEED, tf.constant(0), 4))
+  again = compiled(tf.constant(x), SEED, tf.constant(0), 4)
+  np.testing.assert_array_equal(again[0], whole)
+  np.testing.assert_array_equal(again[1], gradient)
+  part = compiled(tf.constant(x[2:]), SEED, tf.constant(2), 4)
+  np.testing.assert_array_equal(part[0], whole[2:])
+  np.testing.assert_array_equal(part[1], gradient[2:])
   assert not np.array_equal(whole, x) and np.all(np.isfinite(whole))
+  # Without augmentation the gradient would be the weights themselves.
+  assert np.all(np.isfinite(gradient)) and np.abs(gradient - weights.numpy()).max() > 0.1
 
 
 def hand_augment(x, draws):
@@ -204,12 +222,3 @@ def test_train_step_with_diffaugment_on_two_replicas_equals_one_device(
   # The augmentation changed the step, far beyond the tolerance.
   assert max_change(one, one_device_steps.plain) > 100 * ATOL
   assert_weights_close(mirrored, one, [str(i) for i in range(len(one))])
-
-
-def test_train_step_with_diffaugment_compiles_with_xla(inputs, one_device_steps):  # noqa: F811
-  xla = augmented_iteration(tf.distribute.OneDeviceStrategy("CPU:0"), inputs, POLICY,
-                            configs.RuntimeConfig(jit_compile=True))
-  assert all(np.all(np.isfinite(v)) for v in xla)
-  # Without augmentation XLA and the plain graph agree within ATOL
-  # (step_test); XLA's random draws are its own, so only the change is checked.
-  assert max_change(xla, one_device_steps.plain) > 100 * ATOL

@@ -68,7 +68,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
   model_dir = str(tmp_path / "run")
   processes, logs = [], []
   for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, TF_CONFIG=json.dumps(
+    env = launch.child_env(PYTHONPATH=REPO, TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     log = open(tmp_path / f"worker_{index}.log", "w")
     logs.append(log)

@@ -91,7 +91,7 @@ def _probe(strategy_name, dtype):
 def probe(strategy_name, dtype="float32"):
   from tests import launch  # pylint: disable=g-import-not-at-top  (this file also runs as a script)
   result = launch.run([sys.executable, os.path.abspath(__file__), strategy_name, dtype],
-                      cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+                      cwd=REPO, env=launch.child_env(), timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 

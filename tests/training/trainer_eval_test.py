@@ -106,11 +106,11 @@ def test_best_survives_rotation_and_resume_and_is_exported(tmp_path, cache_dir):
   assert (best_variable(last, "fid"), best_variable(last, "step")) == (best_fid, best_step)
 
   config = second.config
-  for which, step in (("best", best_step), ("auto", best_step), ("last", 8)):
+  for which, step in (("last", 8), ("auto", best_step), ("best", best_step)):
     path = train_lib.export_run(second, model_dir, INFO, config, which)
     assert export.read_metadata(path)["step"] == step, which
-  # The export is the best checkpoint's weight average.
-  exported, _ = export.load_exported(train_lib.export_run(second, model_dir, INFO, config, "best"))
+  # The last export, --export=best, is the best checkpoint's weight average.
+  exported, _ = export.load_exported(path)
   generator, _, _ = run_dir.load_generator(model_dir, use_ema=True, checkpoint_path=best)
   z = np.random.default_rng(0).standard_normal((2, generator.z_dim)).astype(np.float32)
   labels = np.array([0, 2])
@@ -147,7 +147,7 @@ def test_mirrored_run_evaluates_once_as_evaluate_py_does(tmp_path, cache_dir):
 def test_export_best_without_evaluation_is_a_usage_error(tmp_path):
   result = launch.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--model_dir={tmp_path / 'run'}",
-       "--export=best"], timeout=120, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+       "--export=best"], timeout=120, cwd=REPO, env=launch.child_env())
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "train.py: error: --export=best needs evaluation during training: set train.eval_every, "
@@ -170,8 +170,7 @@ def test_train_py_with_the_inception_weights_exports_the_best(tmp_path):
        "--override=train.sample_every=1000", "--override=train.summary_every=1000",
        "--override=train.eval_every=2", "--override=train.eval_samples=10", "--export=best"],
       timeout=600, cwd=REPO,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SAGAN_TF_INCEPTION=weights,
-               SAGAN_TF_CACHE=str(tmp_path / "cache")))
+      env=launch.child_env(SAGAN_TF_INCEPTION=weights, SAGAN_TF_CACHE=tmp_path / "cache"))
   assert result.returncode == 0, result.stderr[-3000:]
   lines = metrics_lines(model_dir)
   assert [line["step"] for line in lines] == [2, 4]
