@@ -1,5 +1,6 @@
 """Tests of DiffAugment: each transform by hand on tiny images, the draws' ranges and determinism,
-gradients to G, XLA, and TrainStep with augmentation on one device and on two replicas."""
+gradients to G, XLA. TrainStep with augmentation on two replicas against one device is in
+step_test (test_mirrored_step_equals_one_device_step)."""
 
 import dataclasses
 import types
@@ -12,8 +13,6 @@ from sagan_tf import configs
 from sagan_tf.models import build_sagan
 from sagan_tf.training import diffaugment
 from sagan_tf.training import run_dir
-from tests.training.step_test import (ATOL, BATCH, assert_weights_close, inputs, make_step,  # noqa: F401
-                                      max_change, values)
 
 POLICY = "color,translation,cutout"
 SEED = tf.constant([3, 11], tf.int64)
@@ -196,29 +195,3 @@ def test_policy_is_validated_and_adopted_on_resume():
   saved = configs.ExperimentConfig()
   config = dataclasses.replace(saved, train=dataclasses.replace(saved.train, diffaugment=POLICY))
   assert run_dir.resume_changes(saved, config) == ([], [f"train.diffaugment: saved '', now {POLICY!r}"])
-
-
-def augmented_iteration(strategy, inputs, policy, runtime=None):  # noqa: F811
-  """G and D after one iteration of the TrainStep train.py builds, on the fixed global batch."""
-  train_step = make_step(strategy, configs.TrainConfig(batch_size=BATCH, diffaugment=policy),
-                         inputs.initial, inputs.z, inputs.labels, runtime)
-  dataset = tf.data.Dataset.from_tensors((inputs.images, inputs.real_labels)).repeat()
-  train_step.loop(iter(strategy.experimental_distribute_dataset(dataset)), tf.constant(1))
-  return values([train_step.generator, train_step.discriminator])
-
-
-@pytest.fixture(scope="module")
-def one_device_steps(inputs):  # noqa: F811
-  """G and D after one one-device iteration: with the policy, and without augmentation."""
-  one_device = tf.distribute.OneDeviceStrategy("CPU:0")
-  return types.SimpleNamespace(augmented=augmented_iteration(one_device, inputs, POLICY),
-                               plain=augmented_iteration(one_device, inputs, ""))
-
-
-def test_train_step_with_diffaugment_on_two_replicas_equals_one_device(
-    inputs, one_device_steps, mirrored_strategy):  # noqa: F811
-  one = one_device_steps.augmented
-  mirrored = augmented_iteration(mirrored_strategy, inputs, POLICY)
-  # The augmentation changed the step, far beyond the tolerance.
-  assert max_change(one, one_device_steps.plain) > 100 * ATOL
-  assert_weights_close(mirrored, one, [str(i) for i in range(len(one))])

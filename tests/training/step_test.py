@@ -1,5 +1,5 @@
-"""Tests of TrainStep as train.py builds it: Mirrored equals one device, update order, d_steps,
-step counter, tracing, EMA, XLA, replica-local state and float16 overflow."""
+"""Tests of TrainStep as train.py builds it: Mirrored equals one device (with DiffAugment), update
+order, d_steps, step counter, tracing, EMA, XLA, replica-local state and float16 overflow."""
 
 import types
 
@@ -26,6 +26,8 @@ MODEL = configs.ModelConfig(image_size=32, num_classes=NUM_CLASSES, g_width=8, d
 # large learning rate keeps the weights moving far beyond the tolerances.
 OPTIMIZER = configs.OptimizerConfig(g_learning_rate=1e-2, d_learning_rate=1e-2, epsilon=1e-3)
 ATOL, RTOL = 1e-5, 1e-4
+# Every transform: each replica must take its own rows of the global batch's draws.
+DIFFAUGMENT = "color,translation,cutout"
 
 
 def fixed_noise(z, labels):
@@ -84,9 +86,9 @@ def values(models):
   return [v.numpy() for model in models for v in model.variables]
 
 
-def one_iteration(strategy, inputs, g_first, runtime=None):
+def one_iteration(strategy, inputs, g_first, runtime=None, diffaugment=""):
   """Weights of G and D and the metrics after TrainStep.loop(num_steps=1) on the fixed batch."""
-  train_config = configs.TrainConfig(batch_size=BATCH, g_first=g_first)
+  train_config = configs.TrainConfig(batch_size=BATCH, g_first=g_first, diffaugment=diffaugment)
   train_step = make_step(strategy, train_config, inputs.initial, inputs.z, inputs.labels, runtime)
   # Mirrored splits each global batch of the dataset into one slice per replica.
   dataset = tf.data.Dataset.from_tensors((inputs.images, inputs.real_labels)).repeat()
@@ -163,18 +165,30 @@ def max_change(after, before, trainable=None):
 
 
 @pytest.fixture(scope="module")
-def mirrored_d_first(inputs, mirrored_strategy):
-  return one_iteration(mirrored_strategy, inputs, g_first=False)
+def one_device_augmented(inputs):
+  return one_iteration(tf.distribute.OneDeviceStrategy("CPU:0"), inputs, g_first=False,
+                       diffaugment=DIFFAUGMENT)
 
 
-def test_mirrored_step_equals_one_device_step(inputs, one_device_d_first, mirrored_d_first):
-  mirrored = mirrored_d_first
-  one = one_device_d_first
+@pytest.fixture(scope="module")
+def mirrored_augmented(inputs, mirrored_strategy):
+  return one_iteration(mirrored_strategy, inputs, g_first=False, diffaugment=DIFFAUGMENT)
+
+
+def test_mirrored_step_equals_one_device_step(inputs, one_device_d_first, one_device_augmented,
+                                              mirrored_augmented):
+  # With DiffAugment on: its draws are made for the global batch and each
+  # replica augments its own rows, so two replicas must still equal one device.
+  mirrored = mirrored_augmented
+  one = one_device_augmented
   n_g = len(one.generator)
   # The comparison means something only if the step moved the trainable
-  # weights (not only u and sigma) far beyond the tolerance.
+  # weights (not only u and sigma) far beyond the tolerance, and the
+  # augmentation changed the step as far.
   assert max_change(one.generator, inputs.initial[:n_g], one.trainable[:n_g]) > 100 * ATOL
   assert max_change(one.discriminator, inputs.initial[n_g:], one.trainable[n_g:]) > 100 * ATOL
+  assert max_change(one.generator + one.discriminator,
+                    one_device_d_first.generator + one_device_d_first.discriminator) > 100 * ATOL
   # All variables: weights, batch-norm moving statistics, spectral-norm u and sigma.
   assert_weights_close(mirrored.generator + mirrored.discriminator,
                        one.generator + one.discriminator, one.names)
@@ -297,10 +311,11 @@ def test_ema_is_the_closed_form_average_of_the_recorded_weights(long_run):
     np.testing.assert_array_equal(actual, wanted)
 
 
-def test_replicas_hold_identical_copies_of_every_variable(mirrored_d_first):
+def test_replicas_hold_identical_copies_of_every_variable(mirrored_augmented):
   # u, sigma, BN statistics, optimizer counters and slots, the step counter are
-  # written replica-locally (aggregation NONE): equal copies prove the writes agree.
-  step = mirrored_d_first.step
+  # written replica-locally (aggregation NONE): equal copies prove the writes agree,
+  # also when the replicas augment their images with different draws.
+  step = mirrored_augmented.step
   variables = (step.generator.variables + step.discriminator.variables +
                list(step.g_optimizer.variables) + list(step.d_optimizer.variables) + [step.step])
   local_kinds = 0
