@@ -8,14 +8,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.configs import presets
+from sagan_tf.configs import OptimizerConfig, presets
 from sagan_tf.models.build import build_from_config
 from sagan_tf.official.names import official_discriminator_entries, official_generator_entries
 from sagan_tf.official.reader import (D_BETA_POWERS, G_BETA_POWERS, LoadedModels, LoadReport,
                                       OfficialCheckpointError, assign_entries, describe,
                                       global_step, open_checkpoint, skip_rest)
 from sagan_tf.official.sizes import OFFICIAL_NAMES, infer_sizes
-from sagan_tf.training.optimizers import FusedAdam
+from sagan_tf.training.optimizers import make_optimizers
 
 # The official model.py / TF-GAN hyper-parameters (official-sagan.md section 7).
 G_LEARNING_RATE = 1e-4
@@ -27,10 +27,9 @@ ADAM_EPSILON = 1e-8
 
 def make_official_optimizers():
   """(G, D) Adam as the official code: lr 1e-4 / 4e-4, betas (0, 0.999), eps 1e-8, TF1's kernel."""
-  return (FusedAdam(G_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
-                    epsilon=ADAM_EPSILON, name="g_adam"),
-          FusedAdam(D_LEARNING_RATE, beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2,
-                    epsilon=ADAM_EPSILON, name="d_adam"))
+  return make_optimizers(OptimizerConfig(
+      g_learning_rate=G_LEARNING_RATE, d_learning_rate=D_LEARNING_RATE, beta_1=ADAM_BETA_1,
+      beta_2=ADAM_BETA_2, epsilon=ADAM_EPSILON))
 
 
 def adam_slots(optimizer, variable):

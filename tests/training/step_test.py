@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf import configs
+from sagan_tf.configs.experiment import DIFFAUGMENT_TRANSFORMS
 from sagan_tf.models.build import build_from_config
 from sagan_tf.training.components import build_components
 
@@ -27,7 +28,7 @@ MODEL = configs.ModelConfig(image_size=32, num_classes=NUM_CLASSES, g_width=8, d
 OPTIMIZER = configs.OptimizerConfig(g_learning_rate=1e-2, d_learning_rate=1e-2, epsilon=1e-3)
 ATOL, RTOL = 1e-5, 1e-4
 # Every transform: each replica must take its own rows of the global batch's draws.
-DIFFAUGMENT = "color,translation,cutout"
+DIFFAUGMENT = ",".join(DIFFAUGMENT_TRANSFORMS)
 
 
 def fixed_noise(z, labels):
