@@ -2,6 +2,7 @@
 
   python evaluate.py --checkpoint=runs/default                  # newest checkpoint, 50,000 samples
   python evaluate.py --checkpoint=runs/default --checkpoint_step=20000 --metrics=fid,cls
+  python evaluate.py --checkpoint=runs/default --checkpoint_step=best   # lowest FID in training
   python evaluate.py --saved_model=runs/default/saved_model --dataset=animal_mnist --num_samples=10000
 
 Writes metrics.json and the sheets (samples.png, classes.png,
@@ -29,12 +30,15 @@ if __name__ == "__main__":
   console.setup()
 
 METRIC_NAMES = ("fid", "is", "kid", "pr", "cls")
+BEST = "best"
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Run directory written by train.py (evaluates its newest "
                     "checkpoint, or --checkpoint_step). Exactly one of --checkpoint and "
                     "--saved_model.")
-flags.DEFINE_integer("checkpoint_step", None, "Step of the checkpoint to evaluate in --checkpoint.")
+flags.DEFINE_string("checkpoint_step", None, "Step of the checkpoint to evaluate in --checkpoint, "
+                   "or 'best': the lowest-FID checkpoint of a run with train.eval_every "
+                   "(checkpoints/best/).")
 flags.DEFINE_string("saved_model", None, "Directory of a generator exported by train.py or "
                     "sagan_tf.export.export_generator.")
 flags.DEFINE_string("dataset", None, "Real data set (animal_mnist, a TFDS name or folder:/path); "
@@ -90,6 +94,19 @@ def parse_metrics(text):
   return tuple(dict.fromkeys(names))
 
 
+def parse_checkpoint_step(text):
+  """None, "best" or a step number from --checkpoint_step's text."""
+  if text is None or text == BEST:
+    return text
+  try:
+    step = int(text)
+  except ValueError:
+    raise ValueError(f"--checkpoint_step={text!r} is neither a step number nor 'best'") from None
+  if step < 0:
+    raise ValueError(f"--checkpoint_step must be >= 0 or 'best', got {step}")
+  return step
+
+
 def parse_pixels(text):
   """[(y, x), ...] from 'y,x;y,x'; [] for an empty string."""
   pixels = []
@@ -121,9 +138,16 @@ def _check_model_dir(values, model_dir, flag):
                  and name[len("ckpt-"):-len(".index")].isdigit())
   if not steps:
     raise ValueError(f"--checkpoint={model_dir}: no checkpoint in {checkpoints}")
-  if values.checkpoint_step is not None and values.checkpoint_step not in steps:
-    raise ValueError(f"no checkpoint for --checkpoint_step={values.checkpoint_step} in "
-                     f"{checkpoints}; steps there: {steps}")
+  step = values.checkpoint_step
+  if step == BEST:
+    best = os.path.join(checkpoints, "best")
+    if not any(name.endswith(".index") for name in
+               (os.listdir(best) if os.path.isdir(best) else [])):
+      raise ValueError(f"--checkpoint_step=best: no checkpoint in {best} (the run had no "
+                       "train.eval_every, or no evaluation finished)")
+  elif step is not None and step not in steps:
+    raise ValueError(f"no checkpoint for --checkpoint_step={step} in {checkpoints}; "
+                     f"steps there: {steps}")
 
 
 def check_flags(values):
@@ -132,6 +156,7 @@ def check_flags(values):
     raise ValueError("pass exactly one of --checkpoint=RUN_DIR and --saved_model=DIR")
   if values.checkpoint_step is not None and not values.checkpoint:
     raise ValueError("--checkpoint_step needs --checkpoint")
+  values.checkpoint_step = parse_checkpoint_step(values.checkpoint_step)
   model_dir = values.checkpoint or values.saved_model
   flag = "--checkpoint" if values.checkpoint else "--saved_model"
   # Local paths are checked here, in a second instead of after TensorFlow loads;

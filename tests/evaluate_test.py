@@ -129,6 +129,11 @@ def test_saved_model_end_to_end(workspace):
     (["--checkpoint={root}"], "config.json not found, so not a sagan_tf run directory"),
     (["--checkpoint={run}", "--checkpoint_step=99"],
      "no checkpoint for --checkpoint_step=99 in {run}/checkpoints; steps there: [2]"),
+    (["--checkpoint={run}", "--checkpoint_step=last"],
+     "--checkpoint_step='last' is neither a step number nor 'best'"),
+    (["--checkpoint={run}", "--checkpoint_step=best"],
+     "--checkpoint_step=best: no checkpoint in {run}/checkpoints/best (the run had no "
+     "train.eval_every"),
     (["--saved_model={run}"], "no saved_model.pb, so not a SavedModel"),
     (["--checkpoint={run}", "--metrics=fid,fjd"], "unknown --metrics ['fjd']"),
     (["--checkpoint={run}", "--truncation=-0.5"], "--truncation must be a finite number >= 0"),
@@ -158,6 +163,8 @@ def test_library_names_a_missing_checkpoint_step(workspace):
   # The binary checks local paths itself; the library's check covers remote ones and API users.
   with pytest.raises(evaluation.EvaluationError, match=r"--checkpoint_step=5 .*steps there: \[2\]"):
     evaluation.load_sampler(checkpoint=str(workspace["model_dir"]), checkpoint_step=5)
+  with pytest.raises(evaluation.EvaluationError, match=r"--checkpoint_step=best: no checkpoint in "):
+    evaluation.load_sampler(checkpoint=str(workspace["model_dir"]), checkpoint_step="best")
 
 
 def test_missing_inception_weights_name_the_remedies(workspace):

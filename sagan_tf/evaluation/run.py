@@ -29,7 +29,7 @@ METRICS_FILE = "metrics.json"
 class EvaluationOptions:
   """What `run_evaluation` does; evaluate.py fills it from its flags (see there)."""
   checkpoint: typing.Optional[str] = None
-  checkpoint_step: typing.Optional[int] = None
+  checkpoint_step: typing.Optional[typing.Union[int, str]] = None  # a step, or "best"
   saved_model: typing.Optional[str] = None
   dataset: typing.Optional[str] = None
   data_dir: typing.Optional[str] = None

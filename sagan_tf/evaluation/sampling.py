@@ -96,7 +96,17 @@ class Sampler:
 
 
 def _checkpoint_path(checkpoint, step):
-  """The prefix of checkpoint `step` in the run directory; the error lists the steps there."""
+  """The prefix of checkpoint `step` ("best": the best-FID one) in the run directory.
+
+  The error lists the steps there.
+  """
+  if step == "best":
+    path = run_dir.best_checkpoint(checkpoint)
+    if path is None:
+      raise EvaluationError(f"--checkpoint_step=best: no checkpoint in "
+                            f"{os.path.join(checkpoint, run_dir.BEST_CHECKPOINT_DIR)} (the run "
+                            "had no train.eval_every, or no evaluation finished)")
+    return path
   directory = os.path.join(checkpoint, run_dir.CHECKPOINT_DIR)
   path = os.path.join(directory, f"ckpt-{step}")
   if not tf.io.gfile.exists(path + ".index"):
@@ -121,7 +131,8 @@ def load_sampler(*, checkpoint=None, checkpoint_step=None, saved_model=None, use
 
   Args:
     checkpoint: a run directory written by train.py.
-    checkpoint_step: the step of a checkpoint in it; None takes the newest.
+    checkpoint_step: the step of a checkpoint in it, or "best" for the
+      best-FID one (checkpoints/best/); None takes the newest.
     saved_model: a directory written by `export.export_generator` (instead).
     use_ema: with `checkpoint`, restore the weight average when the run kept one.
 

@@ -1,4 +1,4 @@
-"""Two train.py workers under MultiWorkerMirroredStrategy on localhost end with identical weights.
+"""Two train.py workers under MultiWorkerMirroredStrategy on localhost: identical weights, one evaluator.
 
 Run as a script, this file is one worker: train.py's main with the given
 flags, then this worker's weights saved to an .npz file.
@@ -19,7 +19,9 @@ TIMEOUT = 300
 FLAGS = ["--strategy=multi_worker", "--train_steps=4", "--steps_per_loop=2", "--batch_size=8",
          "--override=model.g_width=8", "--override=model.d_width=8",
          "--override=train.checkpoint_every=2", "--override=train.sample_every=2",
-         "--override=train.summary_every=2"]
+         "--override=train.summary_every=2", "--override=train.eval_every=2",
+         "--override=train.eval_samples=10"]
+STANDIN_DIM = 16
 
 
 def _worker(weights_path, flag_args):
@@ -29,8 +31,12 @@ def _worker(weights_path, flag_args):
   from sagan_tf.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   trainers = []
 
+  from tests import standin_inception  # pylint: disable=g-import-not-at-top
+
   class RecordingTrainer(trainer_lib.Trainer):
     def __init__(self, *args, **kwargs):
+      # The tiny stand-in for the Inception network: evaluation without weights files.
+      kwargs["feature_network"] = lambda: standin_inception.load_standin(STANDIN_DIM)
       super().__init__(*args, **kwargs)
       self.initial = [v.numpy() for v in self.generator.variables + self.discriminator.variables]
       trainers.append(self)
@@ -68,7 +74,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
   model_dir = str(tmp_path / "run")
   processes, logs = [], []
   for index in range(2):
-    env = launch.child_env(PYTHONPATH=REPO, TF_CONFIG=json.dumps(
+    env = launch.child_env(PYTHONPATH=REPO, SAGAN_TF_CACHE=tmp_path / "cache", TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     log = open(tmp_path / f"worker_{index}.log", "w")
     logs.append(log)
@@ -107,13 +113,30 @@ def test_two_workers_end_with_identical_weights(tmp_path):
   assert "workertemp_1/checkpoints/ckpt-4" in outputs[1]
   assert not glob.glob(os.path.join(model_dir, "workertemp_*"))
   assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == [
-      "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
+      "best", "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
       "ckpt-4.index"]
   assert len(os.listdir(os.path.join(model_dir, "train"))) == 1
   assert sorted(os.listdir(os.path.join(model_dir, "samples"))) == [
       f"step_{step:08d}.png" for step in (0, 2, 4)]
-  assert os.path.exists(os.path.join(model_dir, "saved_model", "saved_model.pb"))
   assert [o.count("exported the generator") for o in outputs] == [1, 0]
+  _check_one_evaluator(model_dir, outputs)
+
+
+def _check_one_evaluator(model_dir, outputs):
+  """The chief evaluated and wrote; both workers logged its results and chose the same best."""
+  from sagan_tf import export  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    lines = [json.loads(line) for line in f]
+  assert [line["step"] for line in lines] == [2, 4]
+  best_step = lines[-1]["best_step"]
+  assert lines[-1]["best_fid"] == min(line["fid"] for line in lines)
+  # "evaluation at step N: fid ... (10 samples, <seconds>": the same values on both workers.
+  shown = [[line.split(" samples, ")[0] for line in output.splitlines()
+            if line.startswith("evaluation at step ")] for output in outputs]
+  assert len(shown[0]) == 2 and shown[0] == shown[1], shown
+  best = os.path.join(model_dir, "checkpoints", "best")
+  assert sorted(n for n in os.listdir(best) if n.endswith(".index")) == [f"ckpt-{best_step}.index"]
+  assert export.read_metadata(os.path.join(model_dir, "saved_model"))["step"] == best_step
 
 
 if __name__ == "__main__":

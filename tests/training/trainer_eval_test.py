@@ -104,6 +104,10 @@ def test_best_survives_rotation_and_resume_and_is_exported(tmp_path, cache_dir):
   assert os.path.basename(best) == f"ckpt-{best_step}"
   last = run_dir.latest_checkpoint(model_dir)
   assert (best_variable(last, "fid"), best_variable(last, "step")) == (best_fid, best_step)
+  # evaluate.py --checkpoint_step=best scores that checkpoint: the FID training recorded.
+  report = evaluate_py_fid(model_dir, "best")
+  assert report["config"]["step"] == best_step
+  assert report["metrics"]["fid"] == pytest.approx(best_fid, rel=1e-6)
 
   config = second.config
   for which, step in (("last", 8), ("auto", best_step), ("best", best_step)):
