@@ -49,8 +49,10 @@ flags.DEFINE_integer("steps_per_loop", None, "Training iterations per compiled c
 flags.DEFINE_integer("d_steps", None, "Discriminator updates per generator update (official: 1).")
 flags.DEFINE_float("ema_decay", None, "Decay of the generator weight average; 0 turns it off.")
 flags.DEFINE_integer("ema_start_step", None, "Step from which the weight average is kept.")
-flags.DEFINE_enum("mixed_precision", None, ["float32", "bfloat16", "float16"],
-                  "Compute precision: bfloat16 on TPU/recent GPUs; float16 uses loss scaling.")
+flags.DEFINE_enum("mixed_precision", None, ["float32", "bfloat16", "float16", "auto"],
+                  "Compute precision: bfloat16 on TPU/recent GPUs; float16 uses loss scaling; "
+                  "auto: bfloat16 on TPUs and on CPUs with AVX512_BF16 or AMX, else float32 "
+                  "(the embedded preset's default).")
 flags.DEFINE_bool("jit_compile", None, "Compile the updates with XLA.")
 flags.DEFINE_integer("seed", None, "Random seed of weights, noise and data order.")
 flags.DEFINE_bool("deterministic", None, "Deterministic ops (slower), for exact reruns.")

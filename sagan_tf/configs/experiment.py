@@ -8,7 +8,8 @@ import typing
 SN_GRADIENT_MODES = ("autodiff", "official", "stop")
 LOSSES = ("hinge", "non_saturating")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "bfloat16", "float16")
+# "auto": bfloat16 where the devices compute it natively, else float32 (training/precision.py).
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 SUPPORTED_IMAGE_SIZES = (32, 64, 128, 256)
 INITS = ("official", "orthogonal")
 CLASS_GAINS = ("official", "one_plus_embedding")

@@ -12,7 +12,8 @@ import time
 
 import tensorflow as tf
 
-from sagan_tf.training import checkpointing, distribute, inputs, periodic_eval, run_dir, summaries
+from sagan_tf.training import (checkpointing, distribute, inputs, periodic_eval, precision, run_dir,
+                               summaries)
 from sagan_tf.training.components import build_components
 from sagan_tf.training.divergence import RollbackPolicy
 # Re-exported: train.py, bench/ and the tests reach them here.
@@ -53,6 +54,7 @@ class Trainer:
     self._make_dataset = make_dataset
     self._input = None
     self._set_up_strategy(config)
+    self.config = config = precision.resolve_config(config, self.strategy, log)
     self._build_models(config)
     self._set_up_checkpoints(config)
     # Every train.eval_every steps; attaches the best-FID record to the checkpoint.
