@@ -147,6 +147,8 @@ class ModelConfig:
       "d_update": in D's update only (the official graph); "both": also in
       G's, where D then runs with training=True (BigGAN-PyTorch, whose D
       stays in train mode).
+    grayscale: G draws one grey channel, repeated as RGB, for grey data sets
+      (the embedded one); official: three channels.
   """
   image_size: int = _number(128, 32, 256)
   num_classes: int = _number(1000, 0, 1_000_000)
@@ -166,6 +168,7 @@ class ModelConfig:
   init: str = "official"
   class_gain: str = "official"
   d_sn_update: str = "d_update"
+  grayscale: bool = False
 
   def __post_init__(self):
     _require(self.image_size in SUPPORTED_IMAGE_SIZES,

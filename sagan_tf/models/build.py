@@ -13,7 +13,7 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
                 sn_gradient="autodiff", sn_power_iterations=1, sn_epsilon=1e-12, sn_relaxed=False,
                 bn_epsilon=1e-5, cbn_momentum=0.999, g_bn_momentum=0.9999, g_bn_bessel=False,
                 sync_batch_norm=False, g_attention_resolution=0, d_attention_resolution=0,
-                init="official", class_gain="official", dtype=None, build=True):
+                init="official", class_gain="official", grayscale=False, dtype=None, build=True):
   """Returns (generator, discriminator) with the official semantics by default.
 
   `build_sagan(128, 1000)` is the paper's ImageNet model: 42,078,852
@@ -35,6 +35,7 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
       kernels are drawn when the models are built.
     class_gain: "official" or "one_plus_embedding", see
       `ConditionalBatchNormalization`.
+    grayscale: G draws one grey channel, repeated as RGB (see `Generator`).
     dtype: a Keras dtype policy name such as "mixed_bfloat16"; None takes the
       global policy.
     build: create the variables now by calling both models once.
@@ -49,7 +50,7 @@ def build_sagan(image_size=128, num_classes=1000, width=64, z_dim=128, *, d_widt
                 "bessel_moving_variance": g_bn_bessel}
   generator = Generator(image_size, num_classes, width, z_dim, g_attention_resolution,
                         sn_options=sn_options, cbn_options=cbn_options, bn_options=bn_options,
-                        dtype=dtype)
+                        grayscale=grayscale, dtype=dtype)
   discriminator = Discriminator(image_size, num_classes, d_width or width, d_attention_resolution,
                                 sn_options=sn_options, dtype=dtype)
   if init not in INITS:
@@ -98,7 +99,7 @@ def build_from_config(config: ModelConfig, dtype=None, build=True):
       g_bn_bessel=config.g_bn_bessel, sync_batch_norm=config.sync_batch_norm,
       g_attention_resolution=config.g_attention_resolution,
       d_attention_resolution=config.d_attention_resolution, init=config.init,
-      class_gain=config.class_gain, dtype=dtype, build=build)
+      class_gain=config.class_gain, grayscale=config.grayscale, dtype=dtype, build=build)
 
 
 def count_parameters(model):

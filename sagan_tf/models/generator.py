@@ -16,7 +16,7 @@ class Generator(keras.Model):
   SN linear z -> 4x4x(16 width), reshaped row-major; up-blocks (see
   `GeneratorBlock`) with self-attention after the block whose output has
   `attention_resolution` pixels; then batch norm, ReLU, SN conv3x3 to RGB and
-  tanh. Layer names follow the official scopes (g_snh0, g_block1, ...,
+  tanh (with `grayscale`: to one grey channel, repeated as R, G and B). Layer names follow the official scopes (g_snh0, g_block1, ...,
   g_non_local, g_bn, g_snconv_last).
 
   Args:
@@ -28,6 +28,9 @@ class Generator(keras.Model):
     sn_options: keyword arguments for every `SpectralNormalization`.
     cbn_options: keyword arguments for the conditional batch norms.
     bn_options: keyword arguments for the last (unconditional) batch norm.
+    grayscale: draw one channel and repeat it as RGB, for grey data sets: a
+      three-channel G spends capacity on, and is scored for, colour noise
+      that no real image has.
 
   Call arguments:
     z: float (batch, z_dim).
@@ -39,7 +42,7 @@ class Generator(keras.Model):
   """
 
   def __init__(self, image_size=128, num_classes=1000, width=64, z_dim=128, attention_resolution=0,
-               sn_options=None, cbn_options=None, bn_options=None, **kwargs):
+               sn_options=None, cbn_options=None, bn_options=None, grayscale=False, **kwargs):
     kwargs.setdefault("name", "generator")
     super().__init__(**kwargs)
     self.image_size = int(image_size)
@@ -51,6 +54,7 @@ class Generator(keras.Model):
     self.sn_options = dict(sn_options or {})
     self.cbn_options = dict(cbn_options or {})
     self.bn_options = dict(bn_options or {})
+    self.grayscale = bool(grayscale)
     policy = self.dtype_policy
     channels = [m * self.width for m in architecture.g_channels]
     self._initial_channels = channels[0]
@@ -73,7 +77,8 @@ class Generator(keras.Model):
       raise ValueError(f"attention_resolution={self.attention_resolution} is not a block output of "
                        f"a {self.image_size}-pixel generator")
     self.g_bn = ConditionalBatchNormalization(0, name="g_bn", dtype=policy, **self.bn_options)
-    self.g_snconv_last = sn_conv(3, 3, "g_snconv_last", self.sn_options, dtype=policy)
+    self.g_snconv_last = sn_conv(1 if self.grayscale else 3, 3, "g_snconv_last", self.sn_options,
+                                 dtype=policy)
 
   @property
   def attention_after(self):
@@ -92,6 +97,8 @@ class Generator(keras.Model):
         h, attention = self.attention(h, training=training, return_attention=True)
     h = ops.relu(self.g_bn(h, training=training))
     images = ops.tanh(ops.cast(self.g_snconv_last(h, training=training), "float32"))
+    if self.grayscale:
+      images = ops.tile(images, (1, 1, 1, 3))
     if return_attention:
       return images, attention
     return images
@@ -108,4 +115,5 @@ class Generator(keras.Model):
         "sn_options": dict(self.sn_options),
         "cbn_options": dict(self.cbn_options),
         "bn_options": dict(self.bn_options),
+        "grayscale": self.grayscale,
     }

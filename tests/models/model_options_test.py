@@ -124,3 +124,32 @@ def test_d_sn_update_writes_u_in_the_updates_it_names(d_sn_update):
   assert np.abs(after_g_update - after_d_update).max() > 1e-5
   expected = after_g_update if d_sn_update == "both" else after_d_update
   np.testing.assert_allclose(u1, expected, atol=2e-6)
+
+
+def test_grayscale_generator_draws_one_channel_as_rgb_and_trains():
+  config = configs.ExperimentConfig(
+      model=configs.ModelConfig(image_size=32, num_classes=NUM_CLASSES, g_width=8, d_width=8,
+                                z_dim=16, grayscale=True),
+      train=configs.TrainConfig(batch_size=2))
+  assert not configs.ModelConfig().grayscale  # Official: three channels.
+  strategy = tf.distribute.OneDeviceStrategy("CPU:0")
+  parts = build_components(config, strategy)
+  generator = parts.generator
+  assert generator.g_snconv_last.kernel.shape[-1] == 1
+  z = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+  labels = np.array([0, 1, 2, 0])
+
+  def check_gray():
+    images = generator(z, labels, training=False).numpy()
+    assert images.shape == (4, 32, 32, 3) and np.abs(images).max() <= 1.0
+    np.testing.assert_array_equal(images[..., 0], images[..., 1])
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])
+    return images
+
+  before, kernel = check_gray(), generator.g_snconv_last.kernel.numpy()
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  dataset = tf.data.Dataset.from_tensors((images, np.array([0, 2], np.int32))).repeat()
+  parts.train_step.loop(iter(strategy.experimental_distribute_dataset(dataset)), tf.constant(1))
+  # D's gradient reached the one-channel kernel through the repeat; still grey.
+  assert not np.array_equal(generator.g_snconv_last.kernel.numpy(), kernel)
+  assert not np.array_equal(check_gray(), before)
