@@ -188,6 +188,22 @@ def _sample_endpoint(images_and_attention, z_dim, num_classes, truncation):
   return sample
 
 
+def _float32(generator):
+  """`generator`, or a float32 copy of a mixed-precision one: exports compute in float32.
+
+  The variables of a mixed-precision generator are float32 already; a copy
+  under the float32 policy serves the same weights at full precision and at
+  float32 speed on hardware without bfloat16 or float16 units.
+  """
+  from sagan_tf.models.build import build_models  # pylint: disable=g-import-not-at-top
+  if generator.dtype_policy.name == "float32":
+    return generator
+  copy = generator.__class__.from_config({**generator.get_config(), "dtype": "float32"})
+  build_models(copy)
+  copy.set_weights(generator.get_weights())
+  return copy
+
+
 def export_generator(generator, export_dir, *, step=0, class_names=None, truncation=None, ema=False,
                      dataset=None):
   """Writes `generator` as a SavedModel that needs only TensorFlow to load and serve.
@@ -215,6 +231,9 @@ def export_generator(generator, export_dir, *, step=0, class_names=None, truncat
   The metadata (see `build_metadata`) is also written to
   `assets.extra/sagan_metadata.json` for tools that do not run TensorFlow.
 
+  The SavedModel computes in float32, also for a generator trained in mixed
+  precision.
+
   Args:
     generator: a built `Generator`.
     export_dir: the SavedModel directory to write.
@@ -232,6 +251,7 @@ def export_generator(generator, export_dir, *, step=0, class_names=None, truncat
     raise ValueError(f"truncation must be positive or None, got {truncation}")
   if not generator.built:
     raise ValueError("the generator has no variables yet: call it once (build_models) first")
+  generator = _float32(generator)
   metadata = build_metadata(generator, step=step, class_names=class_names, truncation=truncation,
                             ema=ema, dataset=dataset)
   module = _GeneratorModule(generator, metadata)

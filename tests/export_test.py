@@ -233,3 +233,19 @@ def test_export_refuses_bad_arguments(exported, tmp_path):
     export.export_generator(generator, str(tmp_path / "a"), class_names=["x", "y"])
   with pytest.raises(ValueError, match="truncation"):
     export.export_generator(generator, str(tmp_path / "b"), truncation=-1.0)
+
+
+def test_mixed_precision_generator_exports_in_float32(tmp_path):
+  """A bfloat16-trained generator serves its weights at float32 precision."""
+  mixed, _ = build_sagan(32, NUM_CLASSES, width=8, z_dim=Z_DIM, dtype="mixed_bfloat16")
+  plain, _ = build_sagan(32, NUM_CLASSES, width=8, z_dim=Z_DIM)
+  plain.set_weights(mixed.get_weights())
+  z = np.random.default_rng(3).standard_normal((4, Z_DIM)).astype(np.float32)
+  labels = np.array([0, 1, 2, 0])
+  export.export_generator(mixed, str(tmp_path / "export"))
+  served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](
+      z=tf.constant(z), labels=tf.constant(labels, tf.int64))["images"].numpy()
+  reference = plain(z, labels, training=False).numpy()
+  np.testing.assert_allclose(served, reference, atol=1e-6)
+  # bfloat16 itself is farther off: the comparison above can tell them apart.
+  assert np.abs(mixed(z, labels, training=False).numpy() - reference).max() > 1e-4

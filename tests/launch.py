@@ -23,6 +23,7 @@ itself stays tested.
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -88,14 +89,30 @@ class Process:
     self.send_signal(signal.SIGKILL)
 
 
+_SESSION_CACHE = []
+
+
+def _session_cache():
+  """An empty cache folder for this test process's children, made once."""
+  if not _SESSION_CACHE:
+    path = tempfile.mkdtemp(prefix="sagan_tf_test_cache_")
+    _SESSION_CACHE.append(path)
+    # Removed by the process that made it, not by forked children exiting.
+    atexit.register(lambda pid=os.getpid(): os.getpid() == pid and shutil.rmtree(path, True))
+  return _SESSION_CACHE[0]
+
+
 def child_env(**extra):
   """The environment of a child process: quiet TensorFlow, no inherited weights, devices or cluster.
 
-  SAGAN_TF_INCEPTION would turn evaluation on, SAGAN_TF_LOGICAL_CPUS split
-  the CPU and TF_CONFIG make a worker of the child: a test asks for them in
-  `extra` when it means to.
+  SAGAN_TF_INCEPTION or Inception weights in the user's cache would turn
+  on the default preset's evaluations, SAGAN_TF_LOGICAL_CPUS split the CPU
+  and TF_CONFIG make a worker of the child: a test asks for them in `extra`
+  when it means to. SAGAN_TF_CACHE is an empty folder of this session unless
+  `extra` names one, so children never read or fill the user's cache.
   """
-  values = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+  values = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+                SAGAN_TF_CACHE=_session_cache())
   for name in ("SAGAN_TF_INCEPTION", "SAGAN_TF_LOGICAL_CPUS", "TF_CONFIG"):
     values.pop(name, None)
   values.update({k: str(v) for k, v in extra.items()})

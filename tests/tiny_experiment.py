@@ -14,13 +14,13 @@ IMAGE_SIZE = 32
 def tiny_config(**train_values):
   """A 32-pixel, width-8, 3-class experiment on one CPU with an EMA generator, 2 steps per chunk.
 
-  Float32 and no evaluation, whatever the preset's defaults: tests compare
-  numbers and ask for evaluation themselves.
+  Float32, no DiffAugment and no evaluation, whatever the preset's defaults:
+  tests compare numbers and ask for those themselves.
   """
   config = configs.PRESETS["animal_mnist"]()
   train_values = {"batch_size": 4, "steps_per_loop": 2, "checkpoint_every": 2, "sample_every": 100,
                   "summary_every": 100, "ema_decay": 0.5, "ema_start_step": 0, "train_steps": 8,
-                  "eval_every": 0, **train_values}
+                  "eval_every": 0, "diffaugment": "", **train_values}
   return dataclasses.replace(
       config,
       model=dataclasses.replace(config.model, num_classes=NUM_CLASSES, g_width=8, d_width=8,

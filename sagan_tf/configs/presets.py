@@ -5,8 +5,10 @@ import dataclasses
 from sagan_tf.configs import experiment
 
 
-def _preset(model, data, train, optimizer=experiment.OptimizerConfig()):
-  return experiment.ExperimentConfig(model=model, data=data, optimizer=optimizer, train=train)
+def _preset(model, data, train, optimizer=experiment.OptimizerConfig(),
+            runtime=experiment.RuntimeConfig()):
+  return experiment.ExperimentConfig(model=model, data=data, optimizer=optimizer, train=train,
+                                     runtime=runtime)
 
 
 def imagenet2012():
@@ -45,19 +47,33 @@ def cifar10():
 def animal_mnist():
   """The embedded default: 10 animal classes at 32x32, small enough for a CPU.
 
-  About ten minutes on two CPU cores (1,200 steps at batch 32, ~2 steps/s),
-  after which the sample grid shows the requested animal in most cells. The
-  batch-norm moving averages decay faster than the paper's (0.99 instead of
-  0.999/0.9999): with the paper's values they would still be near their
-  initial values after 1,200 steps, and inference-mode samples would be grey.
+  About ten minutes on two CPU cores with its three evaluations (1,800 steps
+  at batch 32, ~3.7 steps/s in bfloat16 where the CPU has AVX512_BF16; in
+  float32 elsewhere, ~2.2 steps/s). Each choice beyond the paper's recipe
+  was measured on this data set (2,000-sample FID and class consistency,
+  README "A better default run"):
+  - grey output (`model.grayscale`): the silhouettes are grey, and colour
+    noise in RGB samples alone cost ~35 FID;
+  - learning rates twice the paper's (same 1:2 TTUR ratio): classes are
+    learnt within the short run (class consistency 0.74 -> 0.84);
+  - DiffAugment translation and cutout: keeps the faster D from
+    memorising, which brings back the diversity (FID 85 -> 66);
+  - a generator weight average (0.99 from step 600);
+  - batch-norm moving averages that decay faster than the paper's (0.99
+    instead of 0.999/0.9999): with the paper's values they would still be
+    near their initial values after 1,800 steps, and inference-mode
+    samples would be grey.
   """
   return _preset(
       experiment.ModelConfig(image_size=32, num_classes=10, g_width=16, d_width=16,
-                             cbn_momentum=0.99, g_bn_momentum=0.99),
+                             cbn_momentum=0.99, g_bn_momentum=0.99, grayscale=True),
       experiment.DataConfig(dataset="animal_mnist"),
-      experiment.TrainConfig(batch_size=32, train_steps=1200, checkpoint_every=200,
-                             sample_every=200, summary_every=50, steps_per_loop=25),
-      optimizer=experiment.OptimizerConfig(g_learning_rate=2e-4, d_learning_rate=4e-4))
+      experiment.TrainConfig(batch_size=32, train_steps=1800, checkpoint_every=300,
+                             sample_every=300, summary_every=50, steps_per_loop=25,
+                             ema_decay=0.99, ema_start_step=600, diffaugment="translation,cutout",
+                             eval_every=600, eval_samples=500),
+      optimizer=experiment.OptimizerConfig(g_learning_rate=4e-4, d_learning_rate=8e-4),
+      runtime=experiment.RuntimeConfig(mixed_precision="auto"))
 
 
 def celeb_a():

@@ -54,13 +54,31 @@ def resolve_precision(mixed_precision, device_type, cpuinfo_path="/proc/cpuinfo"
   return "float32", f"auto: float32 on {device_type}; bfloat16 or float16 there is your choice"
 
 
-def resolve_config(config, strategy, log):
-  """`config` with runtime.mixed_precision="auto" made concrete for `strategy`; one line says which."""
-  devices = strategy.extended.worker_devices
-  device_type = tf.DeviceSpec.from_string(devices[0]).device_type or "CPU"
-  precision, reason = resolve_precision(config.runtime.mixed_precision, device_type)
+def device_type(runtime, strategy=None):
+  """"TPU", "GPU" or "CPU": what `strategy` (or, before it exists, `runtime`) computes on.
+
+  Without a strategy: TPU for runtime.strategy="tpu", else GPU when one is
+  visible (listing physical devices does not start the TensorFlow runtime,
+  so a multi-worker strategy can still be set up afterwards), else CPU.
+  """
+  if strategy is not None:
+    return tf.DeviceSpec.from_string(strategy.extended.worker_devices[0]).device_type or "CPU"
+  if runtime.strategy == "tpu":
+    return "TPU"
+  return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def resolve_config(config, log, strategy=None):
+  """`config` with runtime.mixed_precision="auto" made concrete; one line says which and why.
+
+  train.py resolves before it writes config.json, so a resumed run keeps the
+  precision it started with (on any machine); the Trainer resolves again
+  (a no-op then) for library users who construct it with "auto".
+  """
+  resolved, reason = resolve_precision(config.runtime.mixed_precision,
+                                       device_type(config.runtime, strategy))
   if not reason:
     return config
-  log(f"mixed precision: {precision} ({reason})")
+  log(f"mixed precision: {resolved} ({reason})")
   return dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
-                                                                 mixed_precision=precision))
+                                                                 mixed_precision=resolved))

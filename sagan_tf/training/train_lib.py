@@ -15,7 +15,7 @@ from sagan_tf import data
 from sagan_tf import export
 from sagan_tf import storage
 from sagan_tf.data import folder
-from sagan_tf.training import preflight, run_dir, signals
+from sagan_tf.training import precision, preflight, run_dir, signals
 # Looked up as trainer_lib.Trainer when a run starts: tests substitute it.
 from sagan_tf.training import trainer as trainer_lib
 
@@ -193,6 +193,7 @@ class TrainRun:
                f"(data.skip_bad_images=true), e.g. {path}: {reason}; training on the other "
                f"{info.num_examples}")
     self.config = config = preflight.with_data_classes(config, self.overrides, info.num_classes)
+    self.config = config = precision.resolve_config(config, self.log)
     preflight.check_num_classes(config, info)
     if tf.io.gfile.exists(os.path.join(self.model_dir, run_dir.CONFIG_FILE)):
       # Before anything is written: dataset.json and config.json are

@@ -54,7 +54,7 @@ class Trainer:
     self._make_dataset = make_dataset
     self._input = None
     self._set_up_strategy(config)
-    self.config = config = precision.resolve_config(config, self.strategy, log)
+    self.config = config = precision.resolve_config(config, log, self.strategy)
     self._build_models(config)
     self._set_up_checkpoints(config)
     # Every train.eval_every steps; attaches the best-FID record to the checkpoint.

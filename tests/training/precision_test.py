@@ -59,12 +59,13 @@ def test_config_on_this_machine_follows_its_cpu():
   config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
                                                                    mixed_precision="auto"))
   logs = []
-  resolved = precision.resolve_config(config, tf.distribute.OneDeviceStrategy("/cpu:0"), logs.append)
+  resolved = precision.resolve_config(config, logs.append, tf.distribute.OneDeviceStrategy("/cpu:0"))
+  # Before any strategy exists (train.py), from the visible devices: the same.
+  assert precision.resolve_config(config, lambda line: None) == resolved
   native = bool(precision.cpu_bfloat16_flags())
   assert resolved.runtime.mixed_precision == ("bfloat16" if native else "float32")
   assert len(logs) == 1 and logs[0].startswith(
       f"mixed precision: {resolved.runtime.mixed_precision} (auto: this CPU "), logs
   explicit = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
                                                                      mixed_precision="float32"))
-  assert precision.resolve_config(explicit, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                                  logs.append) is explicit and len(logs) == 1
+  assert precision.resolve_config(explicit, logs.append) is explicit and len(logs) == 1
