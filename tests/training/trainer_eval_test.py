@@ -151,7 +151,8 @@ def test_mirrored_run_evaluates_once_as_evaluate_py_does(tmp_path, cache_dir):
 def test_export_best_without_evaluation_is_a_usage_error(tmp_path):
   result = launch.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--model_dir={tmp_path / 'run'}",
-       "--export=best"], timeout=120, cwd=REPO, env=launch.child_env())
+       "--override=train.eval_every=0", "--export=best"], timeout=120, cwd=REPO,
+      env=launch.child_env())
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "train.py: error: --export=best needs evaluation during training: set train.eval_every, "
