@@ -140,7 +140,9 @@ def _check_model_dir(values, model_dir, flag):
     raise ValueError(f"--checkpoint={model_dir}: no checkpoint in {checkpoints}")
   step = values.checkpoint_step
   if step == BEST:
-    best = os.path.join(checkpoints, "best")
+    # run_dir imports without TensorFlow; its checkpoint listing needs it (gfile).
+    from sagan_tf.training import run_dir  # pylint: disable=g-import-not-at-top
+    best = os.path.join(model_dir, run_dir.BEST_CHECKPOINT_DIR)
     if not any(name.endswith(".index") for name in
                (os.listdir(best) if os.path.isdir(best) else [])):
       raise ValueError(f"--checkpoint_step=best: no checkpoint in {best} (the run had no "

@@ -16,8 +16,9 @@ class Generator(keras.Model):
   SN linear z -> 4x4x(16 width), reshaped row-major; up-blocks (see
   `GeneratorBlock`) with self-attention after the block whose output has
   `attention_resolution` pixels; then batch norm, ReLU, SN conv3x3 to RGB and
-  tanh (with `grayscale`: to one grey channel, repeated as R, G and B). Layer names follow the official scopes (g_snh0, g_block1, ...,
-  g_non_local, g_bn, g_snconv_last).
+  tanh (with `grayscale`: to one grey channel, repeated as R, G and B).
+  Layer names follow the official scopes (g_snh0, g_block1, ..., g_non_local,
+  g_bn, g_snconv_last).
 
   Args:
     image_size: 32, 64, 128 or 256.
